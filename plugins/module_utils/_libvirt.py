@@ -1,0 +1,294 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvm.snapshots contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The collection's one door to libvirt.
+
+Private to kvm.snapshots (leading underscore): no stable API for other collections.
+
+It opens connections, finds domains by name, UUID or glob, runs work for many
+domains in parallel, and turns every ``libvirtError`` into a ``KvmError`` whose
+text is one line a sysadmin can act on. Modules call ``run_module`` and never
+see a traceback.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.util
+import json
+import re
+import subprocess
+import traceback
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible.module_utils.basic import env_fallback, missing_required_lib
+from ansible.module_utils.common.respawn import has_respawned, probe_interpreters_for_module, respawn_module
+
+LIBVIRT_IMPORT_ERROR = None
+try:
+    import libvirt
+except ImportError:
+    libvirt = None
+    LIBVIRT_IMPORT_ERROR = traceback.format_exc()
+
+# lxml is imported where XML is parsed; here we only need to know it is there.
+LXML_IMPORT_ERROR = None if importlib.util.find_spec('lxml') else 'ImportError: No module named lxml'
+
+# Where distributions put a Python that has python3-libvirt / python3-lxml.
+SYSTEM_PYTHONS = ['/usr/bin/python3', '/usr/libexec/platform-python', '/usr/bin/python']
+
+CONNECTION_ARGSPEC = dict(
+    uri=dict(type='str', default='qemu:///system', fallback=(env_fallback, ['LIBVIRT_DEFAULT_URI'])),
+)
+
+# Largest number of domains worked on at once; libvirt serialises per domain anyway.
+MAX_WORKERS = 16
+
+
+class KvmError(Exception):
+    """An error with a one-line message meant for the user, plus optional result fields."""
+
+    def __init__(self, msg, **result):
+        super().__init__(one_line(msg))
+        self.result = result
+
+
+class InvalidInput(KvmError):
+    """The task's options cannot work; nothing was touched."""
+
+
+class ConnectionFailed(KvmError):
+    """The hypervisor could not be reached or refused us."""
+
+
+class DomainNotFound(KvmError):
+    """No domain has that name or UUID."""
+
+
+class SnapshotNotFound(KvmError):
+    """The domain has no snapshot of that name."""
+
+
+class OperationFailed(KvmError):
+    """libvirt (or a tool) refused or failed the operation."""
+
+
+def one_line(text):
+    """Collapse white space so a message never spans lines."""
+    return ' '.join(str(text).split())
+
+
+def ensure_libraries(module):
+    """Make sure ``libvirt`` and ``lxml`` import, re-spawning under the system Python if needed.
+
+    Many hosts have the distribution packages (python3-libvirt, python3-lxml) but
+    run modules under another interpreter; libvirt-python is hard to pip install
+    there (it needs a compiler and libvirt headers), so we move to where it is.
+    """
+    if LIBVIRT_IMPORT_ERROR is None and LXML_IMPORT_ERROR is None:
+        libvirt.registerErrorHandler(_quiet, None)
+        return
+    if not has_respawned():
+        interpreter = probe_interpreters_for_module(SYSTEM_PYTHONS, 'libvirt')
+        if interpreter:
+            respawn_module(interpreter)  # does not return
+    if LIBVIRT_IMPORT_ERROR is not None:
+        module.fail_json(msg=missing_required_lib('libvirt-python (or the python3-libvirt package)'),
+                         exception=LIBVIRT_IMPORT_ERROR)
+    module.fail_json(msg=missing_required_lib('lxml (or the python3-lxml package)'), exception=LXML_IMPORT_ERROR)
+
+
+def _quiet(_ctx, _err):
+    """libvirt prints every error to stderr by default; we report them ourselves."""
+
+
+def run_module(module, work):
+    """Run ``work()`` and exit the module with its result dict, or one clean ``fail_json``."""
+    ensure_libraries(module)
+    try:
+        result = work()
+    except KvmError as exc:
+        error = exc
+    except libvirt.libvirtError as exc:
+        error = translate(exc)
+    else:
+        module.exit_json(**result)
+    # Outside the except block, so Ansible attaches no traceback to a user error.
+    module.fail_json(msg=str(error), **error.result)
+
+
+def translate(exc, what=None):
+    """Turn a ``libvirtError`` into the matching ``KvmError`` with advice where we have some."""
+    code = exc.get_error_code()
+    text = one_line(exc.get_error_message() or exc)
+    prefix = '%s: ' % what if what else ''
+    if code == libvirt.VIR_ERR_NO_DOMAIN:
+        return DomainNotFound(prefix + text)
+    if code == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
+        return SnapshotNotFound(prefix + text)
+    if code in (libvirt.VIR_ERR_AUTH_FAILED, libvirt.VIR_ERR_AUTH_CANCELLED, libvirt.VIR_ERR_OPERATION_DENIED) \
+            or 'Permission denied' in text:
+        return ConnectionFailed(prefix + text + ' - permission denied: run the task as root (become: true) '
+                                'or as a user in the libvirt group')
+    if exc.get_error_domain() == libvirt.VIR_FROM_RPC or code in (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_NO_CONNECT):
+        return ConnectionFailed(prefix + text + ' - is the libvirt daemon (libvirtd or virtqemud) running '
+                                'and the URI right?')
+    return OperationFailed(prefix + text)
+
+
+def connect(uri):
+    """Open a read-write connection to ``uri``; raise ``ConnectionFailed`` with advice."""
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        raise ConnectionFailed('cannot connect to libvirt at %s: %s' % (uri, translate(exc))) from None
+
+
+class Connection:
+    """A context manager around one libvirt connection."""
+
+    def __init__(self, uri):
+        self.uri = uri
+        self.conn = None
+
+    def __enter__(self):
+        self.conn = connect(self.uri)
+        return self.conn
+
+    def __exit__(self, *exc_info):
+        try:
+            self.conn.close()
+        except libvirt.libvirtError:
+            pass  # closing a broken connection has nothing left to tell
+
+
+def looks_like_uuid(text):
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return len(text) in (32, 36)
+
+
+def lookup_domain(conn, ident):
+    """Find a domain by name or UUID; raise ``DomainNotFound`` naming the way out."""
+    try:
+        if looks_like_uuid(ident):
+            try:
+                return conn.lookupByUUIDString(ident)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
+        return conn.lookupByName(ident)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            raise DomainNotFound("domain '%s' not found on %s: check the name with 'virsh list --all'"
+                                 % (ident, conn.getURI())) from None
+        raise translate(exc, "domain '%s'" % ident) from None
+
+
+def is_glob(pattern):
+    return re.search(r'[*?\[]', pattern) is not None
+
+
+def resolve_domains(conn, patterns):
+    """Expand names, UUIDs and globs into ``(found, missing)``.
+
+    ``found`` is a list of ``(label, domain)`` in the order the patterns name them,
+    without repeats; ``missing`` lists the plain names or UUIDs that matched no domain.
+    A glob that matches nothing is not an error (as with a shell glob in a loop).
+    """
+    found, missing, seen = [], [], set()
+    everything = None
+    for pattern in patterns:
+        if is_glob(pattern):
+            if everything is None:
+                everything = sorted(conn.listAllDomains(0), key=lambda dom: dom.name())
+            matches = [dom for dom in everything if fnmatch.fnmatchcase(dom.name(), pattern)]
+        else:
+            try:
+                matches = [lookup_domain(conn, pattern)]
+            except DomainNotFound:
+                missing.append(pattern)
+                continue
+        for dom in matches:
+            if dom.UUIDString() not in seen:
+                seen.add(dom.UUIDString())
+                found.append((dom.name(), dom))
+    return found, missing
+
+
+def all_domains(conn):
+    return [(dom.name(), dom) for dom in sorted(conn.listAllDomains(0), key=lambda dom: dom.name())]
+
+
+def for_each(items, work, workers=MAX_WORKERS):
+    """Run ``work(label, item)`` for each ``(label, item)`` in parallel.
+
+    Returns ``[(label, result_or_None, error_or_None)]`` in input order: one
+    failing item never hides the others' outcome.
+    """
+    def guarded(pair):
+        label, item = pair
+        try:
+            return label, work(label, item), None
+        except KvmError as exc:
+            return label, None, exc
+        except libvirt.libvirtError as exc:
+            return label, None, translate(exc, "domain '%s'" % label)
+
+    if len(items) <= 1:
+        return [guarded(pair) for pair in items]
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        return list(pool.map(guarded, items))
+
+
+DOMAIN_STATES = {
+    0: 'nostate', 1: 'running', 2: 'blocked', 3: 'paused',
+    4: 'shutdown', 5: 'shutoff', 6: 'crashed', 7: 'pmsuspended',
+}
+
+
+def domain_state(dom):
+    """The domain's state as virsh names it (``running``, ``shutoff``, ``paused`` ...)."""
+    return DOMAIN_STATES.get(dom.state()[0], 'unknown')
+
+
+def domain_disks(domain_xml):
+    """The disks (not CD-ROMs) of a parsed domain XML: ``[{target, type, format, path}]``.
+
+    ``path`` is None for disks with no local file (network disks, empty drives).
+    """
+    disks = []
+    for disk in domain_xml.iterfind('devices/disk'):
+        if disk.get('device', 'disk') not in ('disk', 'lun'):
+            continue
+        source = disk.find('source')
+        path = None
+        if source is not None:
+            path = source.get('file') or source.get('dev')
+        driver = disk.find('driver')
+        disks.append(dict(
+            target=disk.find('target').get('dev'),
+            type=disk.get('type', 'file'),
+            format=driver.get('type') if driver is not None else None,
+            path=path,
+        ))
+    return disks
+
+
+def qemu_img_info(path, backing_chain=False):
+    """``qemu-img info -U --output=json`` of an image (``-U``: works while the domain runs)."""
+    cmd = ['qemu-img', 'info', '-U', '--output=json']
+    if backing_chain:
+        cmd.append('--backing-chain')
+    cmd.append(path)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise OperationFailed('qemu-img not found: install qemu-utils (Debian/Ubuntu) or qemu-img (RHEL/Fedora)') from None
+    if proc.returncode != 0:
+        raise OperationFailed('qemu-img info %s failed: %s' % (path, proc.stderr.strip() or proc.stdout.strip()))
+    return json.loads(proc.stdout)
