@@ -13,11 +13,18 @@ question virsh's snapshot-list flags ask without going back to the daemon.
 
 from __future__ import annotations
 
+import copy
 import datetime
+import fnmatch
+import re
+import time
+import unicodedata
 
 from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
     Connection,
     DomainNotFound,
+    InvalidInput,
+    KvmError,
     SnapshotNotFound,
     all_domains,
     domain_disks,
@@ -26,6 +33,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
     lookup_domain,
     qemu_img_info,
     resolve_domains,
+    translate,
 )
 
 try:
@@ -81,6 +89,7 @@ class SnapshotTree:
 
     def __init__(self, snapshots):
         self.by_name = {snap.name: snap for snap in snapshots}
+        self._counts = None
         for snap in snapshots:
             snap.children = []
         for snap in sorted(snapshots, key=lambda s: s.name):
@@ -163,24 +172,32 @@ class SnapshotTree:
         return sorted(self.by_name[name].children, key=self._age)
 
     def render(self):
-        """The tree as ``virsh snapshot-list --tree`` draws it (virsh's vshTreePrint, children by name)."""
+        """The tree as ``virsh snapshot-list --tree`` draws it (virsh's vshTreePrint, children by name).
+
+        Iterative, not recursive: a chain of a thousand snapshots is a tree a thousand deep.
+        """
         lines = []
-
-        def draw(name, last_sibling, root, indent):
-            snap = self.by_name[name]
-            lines.append(indent + ('' if root else '+- ') + name)
-            if not root:
-                indent += (' ' if name == last_sibling else '|') + ' '
-            if snap.children:
-                lines.append(indent + '  |')
-            for child in snap.children:
-                draw(child, snap.children[-1], False, indent + '  ')
-            if not snap.children and name == last_sibling:
-                lines.append(indent)
-
         for root in self.roots():
-            draw(root, root, True, '')
+            stack = [(root, root, True, '')]
+            while stack:
+                name, last_sibling, is_root, indent = stack.pop()
+                children = self.by_name[name].children
+                lines.append(indent + ('' if is_root else '+- ') + name)
+                if not is_root:
+                    indent += (' ' if name == last_sibling else '|') + ' '
+                if children:
+                    lines.append(indent + '  |')
+                elif name == last_sibling:
+                    lines.append(indent)
+                stack.extend((child, children[-1], False, indent + '  ') for child in reversed(children))
         return '\n'.join(lines) + '\n' if lines else ''
+
+    def descendants_count(self, name):
+        if self._counts is None:
+            self._counts = {}
+            for node in reversed(self.topological()):
+                self._counts[node] = sum(1 + self._counts[child] for child in self.by_name[node].children)
+        return self._counts[name]
 
     def facts(self, name):
         """What vm_snapshot_info reports for one snapshot."""
@@ -195,7 +212,7 @@ class SnapshotTree:
             parent=snap.parent,
             children=list(snap.children),
             children_count=len(snap.children),
-            descendants_count=len(self.descendants(name)),
+            descendants_count=self.descendants_count(name),
             is_current=snap.is_current,
             has_metadata=snap.has_metadata,
             disks=[dict(disk) for disk in snap.disks],
@@ -312,3 +329,567 @@ def gather_info(params):
         with_snapshots=sorted(n for n, f in domains.items() if f['snapshot_count']),
         without_snapshots=sorted(n for n, f in domains.items() if f['exists'] and not f['snapshot_count']),
     )
+
+
+# ---------------------------------------------------------------------------
+# Operations: what vm_snapshot does.
+#
+# Every input is checked first, before any connection is opened. Then, per
+# domain, the tree is read once and the change is worked out on it: in check
+# mode the tree after the change is predicted (the same rules libvirt applies:
+# children move up to the parent of a deleted snapshot, the current one moves
+# to the nearest survivor); otherwise libvirt does it and the tree is read
+# again, so what is reported is what libvirt holds.
+# ---------------------------------------------------------------------------
+
+SNAPSHOT_STATES = ('present', 'absent', 'reverted', 'current', 'pruned')
+
+# Options that mean something for some states only. Set to anything but their
+# default with another state they are refused, never silently ignored.
+STATE_OPTIONS = dict(
+    description=('present',),
+    parent=('present',),
+    disk_only=('present',),
+    quiesce=('present',),
+    halt=('present',),
+    live=('present',),
+    atomic=('present',),
+    children=('absent',),
+    children_only=('absent',),
+    metadata_only=('absent',),
+    after_revert=('reverted',),
+    force=('reverted',),
+    reset_nvram=('reverted',),
+    keep=('present', 'pruned'),
+    pattern=('present', 'pruned'),
+    older_than=('present', 'pruned'),
+)
+
+NAME_MAX = 255
+AGE_UNITS = dict(s=1, m=60, h=3600, d=86400, w=604800)
+AGE_FORMAT = re.compile(r'(?:[0-9]+[smhdw])+')
+AGE_PART = re.compile(r'([0-9]+)([smhdw])')
+
+CREATE_FLAGS = (
+    ('disk_only', 'VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY'),
+    ('quiesce', 'VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE'),
+    ('halt', 'VIR_DOMAIN_SNAPSHOT_CREATE_HALT'),
+    ('live', 'VIR_DOMAIN_SNAPSHOT_CREATE_LIVE'),
+    ('atomic', 'VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC'),
+)
+RESET_NVRAM_FLAG = 'VIR_DOMAIN_SNAPSHOT_REVERT_RESET_NVRAM'
+
+
+def shown(text, limit=60):
+    """``text`` as it can stand in a one-line message: control characters escaped, long text cut."""
+    text = ''.join(ch if ch == ' ' or ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
+    return text if len(text) <= limit else text[:limit] + '...'
+
+
+def check_name(name, option='name'):
+    """Refuse a snapshot name that libvirt, virsh or qemu-img would choke on, or mangle."""
+    if name is None or name == '':
+        raise InvalidInput('%s is empty: give the snapshot a name' % option)
+    if len(name) > NAME_MAX:
+        raise InvalidInput('%s is %d characters long: a snapshot name has at most %d' % (option, len(name), NAME_MAX))
+    if any(ch.isspace() for ch in name):
+        raise InvalidInput("%s '%s' holds white space: use '-' or '_' instead (virsh and qemu-img take a snapshot "
+                           "name as one word)" % (option, shown(name)))
+    if any(unicodedata.category(ch) in ('Cc', 'Cf', 'Cs', 'Co', 'Cn') for ch in name):
+        raise InvalidInput("%s '%s' holds a control or unassigned character: use letters, digits, '-', '_' and '.'"
+                           % (option, shown(name)))
+    if '/' in name:
+        raise InvalidInput("%s '%s' holds '/': libvirt keeps snapshot metadata in a file named after the snapshot; "
+                           "use '-' instead" % (option, shown(name)))
+    if name[0] in '.-':
+        raise InvalidInput("%s '%s' starts with '%s': virsh and qemu-img would read a leading '-' as an option and "
+                           "'.' makes a hidden metadata file; start it with a letter or digit" % (option, shown(name), name[0]))
+    return name
+
+
+def parse_age(text):
+    """``30m``, ``12h``, ``7d``, ``2w``, ``1d12h`` ... as seconds."""
+    value = str(text).strip()
+    if not AGE_FORMAT.fullmatch(value):
+        raise InvalidInput("older_than '%s' is not a duration: write a number and a unit (s, m, h, d or w), "
+                           "like 30m, 12h, 7d or 1d12h" % shown(value))
+    return sum(int(number) * AGE_UNITS[unit] for number, unit in AGE_PART.findall(value))
+
+
+def _given(params, defaults, option):
+    return params.get(option) != defaults.get(option)
+
+
+def validate(params, defaults):
+    """Refuse, with one line naming the way out, every input that cannot work. Touches nothing.
+
+    ``defaults`` are the argument spec's defaults: an option of another state is
+    refused when set to anything else.
+    """
+    state = params['state']
+    for option, states in STATE_OPTIONS.items():
+        if state not in states and _given(params, defaults, option):
+            raise InvalidInput('%s applies to state=%s only, not to state=%s: remove it from the task'
+                               % (option, ' or '.join(states), state))
+    if params.get('domain') is not None and not params['domain']:
+        raise InvalidInput('domain is empty: name a domain (or a UUID)')
+    if params.get('domains') is not None:
+        if not params['domains']:
+            raise InvalidInput("domains is empty: list domain names or globs, like ['web-*']")
+        if not all(params['domains']):
+            raise InvalidInput('domains holds an empty name: remove it')
+    if state == 'pruned':
+        if params['name'] is not None:
+            raise InvalidInput('name does not apply to state=pruned, which picks snapshots by pattern, keep and '
+                               'older_than: remove it, or use state=absent to delete one snapshot')
+        if params['keep'] is None and params['older_than'] is None:
+            raise InvalidInput('state=pruned needs keep, older_than or both: say which snapshots to keep')
+    else:
+        if params['name'] is None:
+            raise InvalidInput('name is required with state=%s' % state)
+        check_name(params['name'])
+    if params.get('parent') is not None:
+        check_name(params['parent'], 'parent')
+        if params['parent'] == params['name']:
+            raise InvalidInput("parent '%s' is the snapshot itself: name an existing snapshot" % shown(params['parent']))
+    description = params.get('description')
+    if description is not None and any(unicodedata.category(ch) == 'Cc' and ch not in '\t\n\r' for ch in description):
+        raise InvalidInput('description holds a control character that snapshot XML cannot carry: remove it')
+    if params.get('keep') is not None and params['keep'] < 0:
+        raise InvalidInput('keep is %d: it must be 0 or more' % params['keep'])
+    if params.get('older_than') is not None:
+        parse_age(params['older_than'])
+    if params.get('pattern') is not None and params['pattern'] == '':
+        raise InvalidInput("pattern is empty: use '*' for every snapshot")
+    if state == 'present':
+        _validate_present(params, defaults)
+    if state == 'absent' and params['children'] and params['children_only']:
+        raise InvalidInput('children and children_only exclude each other: children deletes the snapshot and all '
+                           'below it, children_only only what is below it')
+    if state == 'reverted' and params['reset_nvram'] and not hasattr(libvirt, RESET_NVRAM_FLAG):
+        raise InvalidInput('reset_nvram needs libvirt-python 8.1 or later (it has no %s): upgrade libvirt-python, '
+                           'or leave reset_nvram off' % RESET_NVRAM_FLAG)
+
+
+def _validate_present(params, defaults):
+    pruning = params['keep'] is not None or params['older_than'] is not None
+    if _given(params, defaults, 'pattern') and not pruning:
+        raise InvalidInput('pattern needs keep or older_than: it only picks the snapshots to prune after creating')
+    if params['keep'] == 0 and params['older_than'] is None \
+            and fnmatch.fnmatchcase(params['name'], params['pattern'] or '*'):
+        raise InvalidInput("keep=0 would delete snapshot '%s' right after creating it: keep at least 1, or narrow "
+                           "pattern" % shown(params['name']))
+    if params['quiesce'] and not params['disk_only']:
+        raise InvalidInput('quiesce needs disk_only=true: QEMU freezes guest file systems (through the guest agent) '
+                           'for disk-only snapshots only')
+    if params['live'] and params['disk_only']:
+        raise InvalidInput('live and disk_only exclude each other: live is for snapshots with memory state')
+
+
+def prune_selection(tree, keep=None, pattern='*', older_than=None, now=None):
+    """Names ``pruned`` deletes, oldest first.
+
+    Of the snapshots whose name matches ``pattern``, the ``keep`` newest stay;
+    with ``older_than`` (seconds) only the rest older than that go. Age is the
+    creation time; snapshots taken within the same second are ordered by their
+    place in the tree (a child is newer than its parent).
+    """
+    position = {name: index for index, name in enumerate(tree.topological())}
+    matching = [name for name in tree.by_name if fnmatch.fnmatchcase(name, pattern or '*')]
+    newest_first = sorted(matching, key=lambda n: (tree.by_name[n].creation_epoch, position[n]), reverse=True)
+    doomed = newest_first[keep:] if keep is not None else newest_first
+    if older_than is not None:
+        cutoff = (time.time() if now is None else now) - older_than
+        doomed = [name for name in doomed if tree.by_name[name].creation_epoch < cutoff]
+    return list(reversed(doomed))
+
+
+# ---- predicting a tree (check mode), by libvirt's rules ----
+
+def _cloned(tree):
+    clones = []
+    for snap in tree.by_name.values():
+        clone = copy.copy(snap)
+        clone.children = []
+        clones.append(clone)
+    return clones
+
+
+def _with_current(snaps, name):
+    for snap in snaps:
+        snap.is_current = snap.name == name
+    return snaps
+
+
+def predict_create(tree, name, description, state, disks, memory, parent=None, now=None):
+    """The tree once ``name`` is taken: a child of ``parent`` (or of the current snapshot), and current."""
+    root = etree.Element('domainsnapshot')
+    etree.SubElement(root, 'name').text = name
+    if description:
+        etree.SubElement(root, 'description').text = description
+    etree.SubElement(root, 'state').text = state
+    parent = parent or tree.current
+    if parent is not None:
+        etree.SubElement(etree.SubElement(root, 'parent'), 'name').text = parent
+    etree.SubElement(root, 'creationTime').text = str(int(time.time() if now is None else now))
+    etree.SubElement(root, 'memory', snapshot=memory)
+    disks_node = etree.SubElement(root, 'disks')
+    for disk_name, kind in disks:
+        etree.SubElement(disks_node, 'disk', name=disk_name, snapshot=kind)
+    new = Snapshot(etree.tostring(root, encoding='unicode'), is_current=True)
+    return SnapshotTree(_with_current(_cloned(tree), None) + [new])
+
+
+def predict_delete(tree, name, children=False, children_only=False):
+    """``(tree after, names deleted)`` for deleting ``name`` as libvirt does it.
+
+    Plain delete: its children move up to its parent. ``children``: it and all
+    below go. ``children_only``: only what is below goes. A deleted current
+    snapshot hands "current" to the deleted one's parent (to ``name`` itself
+    with ``children_only``).
+    """
+    below = tree.descendants(name)
+    if children_only:
+        doomed = below
+    elif children:
+        doomed = [name] + below
+    else:
+        doomed = [name]
+    gone = set(doomed)
+    parent = tree.by_name[name].parent
+    survivors = [snap for snap in _cloned(tree) if snap.name not in gone]
+    for snap in survivors:
+        if snap.parent in gone:
+            snap.parent = parent
+    if tree.current in gone:
+        _with_current(survivors, name if children_only else parent)
+    return SnapshotTree(survivors), doomed
+
+
+def predict_current(tree, name):
+    return SnapshotTree(_with_current(_cloned(tree), name))
+
+
+def predict_description(tree, name, description):
+    snaps = _cloned(tree)
+    for snap in snaps:
+        if snap.name == name:
+            snap.description = description
+    return SnapshotTree(snaps)
+
+
+# ---- the libvirt side ----
+
+def _secure_xml(snapshot):
+    return snapshot.getXMLDesc(libvirt.VIR_DOMAIN_SNAPSHOT_XML_SECURE)
+
+
+def _failure(exc, what, hint=None):
+    """A ``KvmError`` for ``exc`` with ``what`` in front and, when we know one, the way out behind."""
+    error = translate(exc, what)
+    if hint:
+        error = type(error)('%s - %s' % (error, hint), **error.result)
+    return error
+
+
+def _missing_snapshot(exc):
+    return exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT
+
+
+def snapshot_exists(dom, name):
+    try:
+        dom.snapshotLookupByName(name, 0)
+    except libvirt.libvirtError as exc:
+        if _missing_snapshot(exc):
+            return False
+        raise
+    return True
+
+
+def set_current(dom, name):
+    """Make ``name`` current without reverting, as ``virsh snapshot-current DOMAIN NAME`` does."""
+    snapshot = dom.snapshotLookupByName(name, 0)
+    dom.snapshotCreateXML(_secure_xml(snapshot), libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
+                          | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT)
+
+
+def set_description(dom, name, description, is_current):
+    """Change a snapshot's description in place, as ``virsh snapshot-edit`` does (redefine the edited XML)."""
+    root = etree.fromstring(_secure_xml(dom.snapshotLookupByName(name, 0)).encode())
+    node = root.find('description')
+    if node is None:
+        node = etree.Element('description')
+        root.find('name').addnext(node)
+    if description:
+        node.text = description
+    else:
+        root.remove(node)
+    flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
+    if is_current:
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
+    dom.snapshotCreateXML(etree.tostring(root, encoding='unicode'), flags)
+
+
+def _domain_xml(dom):
+    return etree.fromstring(dom.XMLDesc(0).encode())
+
+
+def is_uefi(domain_xml):
+    """UEFI firmware, which QEMU keeps in pflash: ``<os firmware='efi'>`` or a pflash ``<loader>``."""
+    os_node = domain_xml.find('os')
+    if os_node is None:
+        return False
+    return os_node.get('firmware') == 'efi' or any(
+        loader.get('type') == 'pflash' for loader in os_node.iterfind('loader'))
+
+
+def refuse_running_uefi(dom, label, params):
+    """QEMU cannot put a running UEFI domain's state in an internal snapshot: say so before libvirt does."""
+    if params['disk_only'] or not dom.isActive():
+        return
+    if is_uefi(_domain_xml(dom)):
+        raise InvalidInput("domain '%s' is running with UEFI (pflash) firmware, and QEMU cannot take an internal "
+                           "snapshot of a running UEFI domain: shut the domain down first, or set disk_only=true "
+                           "for an external disk-only snapshot" % label)
+
+
+CREATE_HINTS = (
+    ('guest agent', 'quiesce needs the QEMU guest agent running in the guest; drop quiesce or set the agent up'),
+    ('live snapshot creation is supported only', 'QEMU takes live snapshots only with an external memory image, '
+     'which this module does not make: drop live'),
+    ('unsupported for storage type raw', 'internal snapshots need qcow2 disks: convert the disk to qcow2, '
+     'or set disk_only=true'),
+    ('pflash', 'shut the domain down first, or set disk_only=true'),
+)
+
+
+def create_snapshot(dom, label, tree, params):
+    """Take snapshot ``params['name']``; False when another run took it at the same moment."""
+    name = params['name']
+    root = etree.Element('domainsnapshot')
+    etree.SubElement(root, 'name').text = name
+    if params['description']:
+        etree.SubElement(root, 'description').text = params['description']
+    flags = 0
+    for option, flag in CREATE_FLAGS:
+        if params[option]:
+            flags |= getattr(libvirt, flag)
+    previous = tree.current
+    moved = params['parent'] is not None and params['parent'] != previous
+    try:
+        if moved:
+            set_current(dom, params['parent'])
+        dom.snapshotCreateXML(etree.tostring(root, encoding='unicode'), flags)
+    except libvirt.libvirtError as exc:
+        if snapshot_exists(dom, name):
+            return False  # "already exists": a concurrent run made it, which is what was asked for
+        if moved and previous is not None:
+            try:
+                set_current(dom, previous)
+            except libvirt.libvirtError:
+                pass  # the creation error below is the one worth reporting
+        text = str(exc)
+        hint = next((advice for marker, advice in CREATE_HINTS if marker in text), None)
+        raise _failure(exc, "cannot create snapshot '%s' of domain '%s'" % (name, label), hint) from None
+    return True
+
+
+def delete_snapshot(dom, label, name, flags=0):
+    """Delete one snapshot; False when it was already gone (a concurrent run deleted it)."""
+    try:
+        dom.snapshotLookupByName(name, 0).delete(flags)
+    except libvirt.libvirtError as exc:
+        if _missing_snapshot(exc):
+            return False
+        raise _failure(exc, "cannot delete snapshot '%s' of domain '%s'" % (name, label)) from None
+    return True
+
+
+def revert_snapshot(dom, label, name, params):
+    flags = 0
+    if params['after_revert'] == 'running':
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING
+    elif params['after_revert'] == 'paused':
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED
+    if params['force']:
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_FORCE
+    if params['reset_nvram']:
+        flags |= getattr(libvirt, RESET_NVRAM_FLAG)
+    try:
+        dom.revertToSnapshot(dom.snapshotLookupByName(name, 0), flags)
+    except libvirt.libvirtError as exc:
+        hint = None
+        if exc.get_error_code() == libvirt.VIR_ERR_SNAPSHOT_REVERT_RISKY:
+            hint = 'set force=true to revert anyway'
+        elif 'unsupported flags' in str(exc) and params['reset_nvram']:
+            hint = 'this libvirt daemon cannot reset the NVRAM on revert: upgrade libvirt, or leave reset_nvram off'
+        elif 'external' in str(exc):
+            hint = 'this libvirt cannot revert to an external (disk_only) snapshot; libvirt 9.9 and later can'
+        raise _failure(exc, "cannot revert domain '%s' to snapshot '%s'" % (label, name), hint) from None
+
+
+# ---- one domain, one state ----
+
+def _new_snapshot_shape(dom, params):
+    """What a new snapshot will record: ``(state, disks, memory)``, for check mode."""
+    disks = [disk['target'] for disk in domain_disks(_domain_xml(dom))]
+    if params['disk_only']:
+        return 'disk-snapshot', [(disk, 'external') for disk in disks], 'no'
+    state = domain_state(dom)
+    if state in ('running', 'blocked'):
+        return 'running', [(disk, 'internal') for disk in disks], 'internal'
+    if state == 'paused':
+        return 'paused', [(disk, 'internal') for disk in disks], 'internal'
+    return 'shutoff', [(disk, 'internal') for disk in disks], 'no'
+
+
+def _delete_each(dom, label, tree, names, check_mode):
+    """Delete ``names`` one by one (children move up); ``(tree after, names deleted)``."""
+    deleted = []
+    for name in names:
+        if name not in tree:
+            continue
+        if check_mode:
+            tree = predict_delete(tree, name)[0]
+            deleted.append(name)
+        elif delete_snapshot(dom, label, name):
+            deleted.append(name)
+    if deleted and not check_mode:
+        tree = SnapshotTree.from_domain(dom)
+    return tree, deleted
+
+
+def _prune(dom, label, tree, params, check_mode):
+    older_than = parse_age(params['older_than']) if params['older_than'] is not None else None
+    doomed = prune_selection(tree, params['keep'], params['pattern'], older_than)
+    return _delete_each(dom, label, tree, doomed, check_mode)
+
+
+def _present(dom, label, tree, params, check_mode):
+    name = params['name']
+    changed = False
+    if name in tree:
+        description = params['description']
+        if description is not None and tree.by_name[name].description != description:
+            changed = True
+            if check_mode:
+                tree = predict_description(tree, name, description)
+            else:
+                set_description(dom, name, description, tree.by_name[name].is_current)
+                tree = SnapshotTree.from_domain(dom)
+    else:
+        if params['parent'] is not None:
+            tree.get(params['parent'], label)
+        refuse_running_uefi(dom, label, params)
+        if check_mode:
+            state, disks, memory = _new_snapshot_shape(dom, params)
+            tree = predict_create(tree, name, params['description'], state, disks, memory, parent=params['parent'])
+            changed = True
+        else:
+            changed = create_snapshot(dom, label, tree, params)
+            tree = SnapshotTree.from_domain(dom)
+    deleted = None
+    if params['keep'] is not None or params['older_than'] is not None:
+        tree, deleted = _prune(dom, label, tree, params, check_mode)
+        changed = changed or bool(deleted)
+    return tree, changed, deleted
+
+
+def _absent(dom, label, tree, params, check_mode):
+    name = params['name']
+    if name not in tree:
+        return tree, False, []
+    predicted, doomed = predict_delete(tree, name, params['children'], params['children_only'])
+    if not doomed:
+        return tree, False, []
+    if check_mode:
+        return predicted, True, doomed
+    flags = 0
+    if params['children']:
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN
+    if params['children_only']:
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN_ONLY
+    if params['metadata_only']:
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY
+    if not delete_snapshot(dom, label, name, flags):
+        return SnapshotTree.from_domain(dom), False, []
+    return SnapshotTree.from_domain(dom), True, doomed
+
+
+def _reverted(dom, label, tree, params, check_mode):
+    tree.get(params['name'], label)
+    if check_mode:
+        return predict_current(tree, params['name']), True, None
+    revert_snapshot(dom, label, params['name'], params)
+    return SnapshotTree.from_domain(dom), True, None
+
+
+def _current(dom, label, tree, params, check_mode):
+    name = params['name']
+    tree.get(name, label)
+    if tree.current == name:
+        return tree, False, None
+    if check_mode:
+        return predict_current(tree, name), True, None
+    set_current(dom, name)
+    return SnapshotTree.from_domain(dom), True, None
+
+
+def _pruned(dom, label, tree, params, check_mode):
+    tree, deleted = _prune(dom, label, tree, params, check_mode)
+    return tree, bool(deleted), deleted
+
+
+STATE_HANDLERS = dict(present=_present, absent=_absent, reverted=_reverted, current=_current, pruned=_pruned)
+
+
+def manage_domain(dom, params, check_mode):
+    """Bring one domain's snapshots to ``params['state']``; its result entry (with ``diff``)."""
+    label = dom.name()
+    before = SnapshotTree.from_domain(dom)
+    state = params['state']
+    after, changed, deleted = STATE_HANDLERS[state](dom, label, before, params, check_mode)
+    result = dict(domain=label, changed=changed)
+    if state in ('present', 'reverted', 'current'):
+        result['snapshot'] = after.facts(params['name']) if params['name'] in after else None
+    if deleted is not None:
+        result['deleted'] = deleted
+    result['tree'] = after.render()
+    result['diff'] = dict(before=before.render(), after=after.render(),
+                          before_header='%s snapshots' % label, after_header='%s snapshots' % label)
+    return result
+
+
+def manage_snapshots(params, defaults, check_mode=False, diff_mode=False):
+    """vm_snapshot's whole result for its module parameters (``defaults``: the argument spec's)."""
+    validate(params, defaults)
+    with Connection(params['uri']) as conn:
+        if params['domain'] is not None:
+            outcome = manage_domain(lookup_domain(conn, params['domain']), params, check_mode)
+            diff = outcome.pop('diff')
+            if diff_mode:
+                outcome['diff'] = diff
+            return outcome
+        found, missing = resolve_domains(conn, params['domains'])
+        outcomes = for_each(found, lambda _label, dom: manage_domain(dom, params, check_mode))
+    results, diffs, failures = [], [], []
+    for label, outcome, error in outcomes:
+        if error is not None:
+            failures.append((label, str(error)))
+            results.append(dict(domain=label, changed=False, msg=str(error)))
+            continue
+        diffs.append(outcome.pop('diff'))
+        results.append(outcome)
+    for label in missing:
+        text = "domain '%s' not found on %s: check the name with 'virsh list --all'" % (label, params['uri'])
+        failures.append((label, text))
+        results.append(dict(domain=label, changed=False, msg=text))
+    changed = any(entry['changed'] for entry in results)
+    if failures:
+        detail = '; '.join(text for _label, text in failures[:3]) + ('; ...' if len(failures) > 3 else '')
+        raise KvmError('%d of %d domains failed (%s); every domain\'s outcome is in results'
+                       % (len(failures), len(results), detail), results=results, changed=changed)
+    result = dict(changed=changed, results=results)
+    if diff_mode:
+        result['diff'] = diffs
+    return result
