@@ -110,13 +110,13 @@ def run_module(module, work):
     try:
         result = work()
     except KvmError as exc:
-        error = exc
+        result = exc
     except libvirt.libvirtError as exc:
-        error = translate(exc)
-    else:
-        module.exit_json(**result)
+        result = translate(exc)
     # Outside the except block, so Ansible attaches no traceback to a user error.
-    module.fail_json(msg=str(error), **error.result)
+    if isinstance(result, KvmError):
+        module.fail_json(msg=str(result), **result.result)
+    module.exit_json(**result)
 
 
 def translate(exc, what=None):

@@ -13,9 +13,9 @@ description:
   - Reports, as data, everything C(virsh snapshot-list), C(snapshot-info), C(snapshot-current),
     C(snapshot-parent), C(snapshot-dumpxml) and C(virsh list --with-snapshot) tell.
   - Never changes anything.
-  - Filters combine like virsh's flags. The O(domains[].tree) text always shows the whole tree.
+  - Filters combine like virsh's flags. The RV(domains.tree) text always shows the whole tree.
 author:
-  - kvm.snapshots contributors
+  - kvm.snapshots maintainers (@kvm-snapshots)
 extends_documentation_fragment:
   - kvm.snapshots.connection
 attributes:
@@ -29,7 +29,7 @@ options:
   domain:
     description:
       - Name or UUID of one domain.
-      - A domain that does not exist is reported with RV(domains[].exists=false), not as a failure.
+      - A domain that does not exist is reported with RV(domains.exists=false), not as a failure.
       - Mutually exclusive with O(domains). With neither, every domain is reported.
     type: str
   domains:
@@ -77,7 +77,7 @@ options:
     type: bool
     default: false
 notes:
-  - Siblings in O(domains[].snapshots) are ordered oldest first; in the O(domains[].tree) text by name, as virsh draws it.
+  - Siblings in RV(domains.snapshots) are ordered oldest first; in the RV(domains.tree) text by name, as virsh draws it.
 seealso:
   - module: kvm.snapshots.vm_snapshot
 """

@@ -1,0 +1,63 @@
+# kvm.snapshots developer entry points. See tests/setup.sh and tests/run.sh.
+#   make test                      setup, then sanity + units + integration
+#   make sanity [SANITY_TEST=pep8]
+#   make units  [UNITS=tests/unit/plugins/modules/test_x.py]
+#   make integration [TARGET=harness_smoke]
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        := $(CURDIR)/.venv
+# outside the git work tree (ansible-test would find .git above it otherwise)
+BUILD_DIR   ?= $(or $(TMPDIR),/tmp)/kvm.snapshots-build/$(shell printf '%s' '$(CURDIR)' | sha256sum | cut -c1-12)
+COLL_DIR    := $(BUILD_DIR)/ansible_collections/kvm/snapshots
+RUN         := BUILD_DIR="$(BUILD_DIR)" bash tests/run.sh
+TARGET      ?=
+SANITY_TEST ?=
+UNITS       ?=
+export TARGET SANITY_TEST UNITS
+
+.PHONY: help setup test sanity units integration lint build demo bench clean distclean
+
+help:
+	@echo "targets: setup test sanity units integration lint build demo bench clean distclean"
+	@echo "  TARGET=name (integration), SANITY_TEST=name (sanity), UNITS=path (units)"
+
+setup:
+	bash tests/setup.sh
+
+test: setup
+	$(RUN) sanity units integration
+
+sanity: setup
+	$(RUN) sanity
+
+units: setup
+	$(RUN) units
+
+integration: setup
+	$(RUN) integration
+
+lint: setup
+	$(RUN) lint
+
+build: setup
+	$(RUN) build
+
+demo: build
+	@if [ ! -f playbooks/demo.yml ]; then echo "playbooks/demo.yml: not yet written"; exit 1; fi
+	cd "$(COLL_DIR)" && ANSIBLE_COLLECTIONS_PATH="$(BUILD_DIR)" \
+		"$(VENV)/bin/ansible-playbook" playbooks/demo.yml $(DEMO_ARGS)
+
+bench: setup
+	@if [ -f tests/bench/run.py ]; then \
+		"$(VENV)/bin/python" tests/bench/run.py $(BENCH_ARGS); \
+	else \
+		echo "bench: tests/bench/run.py does not exist yet"; \
+	fi
+
+clean:
+	rm -rf "$(BUILD_DIR)" tests/output .pytest_cache kvm-snapshots-*.tar.gz
+	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean
+	rm -rf .venv
