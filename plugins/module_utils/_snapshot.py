@@ -401,9 +401,12 @@ def check_name(name, option='name'):
     if '/' in name:
         raise InvalidInput("%s '%s' holds '/': libvirt keeps snapshot metadata in a file named after the snapshot; "
                            "use '-' instead" % (option, shown(name)))
-    if name[0] in '.-':
-        raise InvalidInput("%s '%s' starts with '%s': virsh and qemu-img would read a leading '-' as an option and "
-                           "'.' makes a hidden metadata file; start it with a letter or digit" % (option, shown(name), name[0]))
+    if name[0] == '-':
+        raise InvalidInput("%s '%s' starts with '-', which virsh and qemu-img would read as an option: start it with "
+                           "a letter or digit" % (option, shown(name)))
+    if name[0] == '.':
+        raise InvalidInput("%s '%s' starts with '.', which makes a hidden metadata file: start it with a letter or "
+                           "digit" % (option, shown(name)))
     return name
 
 

@@ -1,0 +1,340 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvm.snapshots contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: vm_snapshot
+short_description: Create, delete, revert to, select and prune libvirt/KVM domain snapshots
+version_added: 0.1.0
+description:
+  - Manages the snapshots of one domain (O(domain)), or of many in one task (O(domains), names and shell globs,
+    worked on in parallel), the way C(virsh snapshot-create-as), C(snapshot-delete), C(snapshot-revert),
+    C(snapshot-current) and C(snapshot-edit) do, but idempotently.
+  - O(state=present) on a snapshot that exists changes nothing (except a differing O(description), which is
+    updated in place); O(state=absent) on a snapshot that does not exist changes nothing.
+  - O(state=reverted) always reports C(changed). A revert throws away everything the domain did since the
+    snapshot (disk writes, and the running state when the snapshot holds memory); there is no way back
+    unless you took another snapshot first.
+  - Every input is checked before libvirt is called; a refused input changes nothing.
+  - Two runs creating the same snapshot at the same time end with one snapshot, and neither fails.
+author:
+  - kvm.snapshots maintainers (@kvm-snapshots)
+extends_documentation_fragment:
+  - kvm.snapshots.connection
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would change, predicted by libvirt's own rules, and changes nothing.
+  diff_mode:
+    support: full
+    description: The snapshot tree before and after, as text like C(virsh snapshot-list --tree) draws it.
+options:
+  domain:
+    description:
+      - Name or UUID of the domain.
+      - Exactly one of O(domain) and O(domains) is required.
+    type: str
+  domains:
+    description:
+      - Names, UUIDs or shell globs (V(web-*), V(*)) of domains; the work runs for each of them in parallel.
+      - A glob that matches nothing is not an error. A name that matches no domain fails the task, after the
+        other domains have been worked on; RV(results) holds every domain's outcome either way.
+    type: list
+    elements: str
+  name:
+    description:
+      - The snapshot's name. Required for every O(state) except V(pruned), where it is refused.
+      - Refused when empty, longer than 255 characters, when it holds white space, control characters or V(/),
+        or starts with V(.) or V(-).
+    type: str
+  state:
+    description:
+      - V(present) takes the snapshot when it does not exist (C(virsh snapshot-create-as)), then prunes when
+        O(keep) or O(older_than) is set.
+      - V(absent) deletes it (C(virsh snapshot-delete)); its children move up to its parent.
+      - V(reverted) reverts the domain to it (C(virsh snapshot-revert)). Always C(changed).
+      - V(current) makes it the current snapshot, the parent of the next one, without reverting
+        (C(virsh snapshot-current DOMAIN NAME)).
+      - V(pruned) deletes old snapshots, see O(keep), O(pattern) and O(older_than).
+    type: str
+    choices: [present, absent, reverted, current, pruned]
+    default: present
+  description:
+    description:
+      - O(state=present) only. The snapshot's description.
+      - When the snapshot exists with another description, the description is changed in place (C(changed)),
+        as C(virsh snapshot-edit) would; nothing else of the snapshot changes.
+      - Not set, an existing snapshot's description is left alone.
+    type: str
+  parent:
+    description:
+      - O(state=present) only. Make the new snapshot a child of this existing snapshot, by making it current
+        first (the branching recipe of C(virsh snapshot-current DOMAIN PARENT) then C(snapshot-create-as)).
+      - This sets the place of the snapshot in the tree only; the snapshot holds the domain's disks and state
+        as they are now. Revert to the parent first (O(state=reverted)) to branch from its content.
+      - Has no effect when the snapshot exists already.
+    type: str
+  disk_only:
+    description:
+      - O(state=present) only. An external, disk-only snapshot (C(--disk-only)) without memory state;
+        libvirt creates an overlay file next to each disk and the domain writes there from then on.
+      - The one way to snapshot a running UEFI domain. libvirt older than 9.9 cannot revert to it.
+    type: bool
+    default: false
+  quiesce:
+    description:
+      - O(state=present) only. Freeze the guest's file systems for the snapshot (C(--quiesce)).
+      - Needs O(disk_only=true) and the QEMU guest agent running in the guest.
+    type: bool
+    default: false
+  halt:
+    description:
+      - O(state=present) only. Shut the domain off once the snapshot is taken (C(--halt)).
+    type: bool
+    default: false
+  live:
+    description:
+      - O(state=present) only. Take the snapshot while the guest keeps running (C(--live)).
+      - QEMU does this only for snapshots with an external memory image, which this module does not make,
+        so with QEMU libvirt refuses it; the flag is passed on for drivers that accept it.
+      - Excludes O(disk_only).
+    type: bool
+    default: false
+  atomic:
+    description:
+      - O(state=present) only. All disks are snapshotted, or none (C(--atomic)).
+    type: bool
+    default: true
+  children:
+    description:
+      - O(state=absent) only. Delete the snapshot and all its descendants (C(--children)).
+      - Excludes O(children_only).
+    type: bool
+    default: false
+  children_only:
+    description:
+      - O(state=absent) only. Delete the snapshot's descendants and keep the snapshot (C(--children-only)).
+      - C(ok) when it has none.
+    type: bool
+    default: false
+  metadata_only:
+    description:
+      - O(state=absent) only. Delete libvirt's metadata only and leave the snapshot's data in the disk
+        images (C(--metadata)), for example to move a domain to another host.
+    type: bool
+    default: false
+  after_revert:
+    description:
+      - O(state=reverted) only. The domain's state after the revert.
+      - V(snapshot) is the state the snapshot recorded (running, paused or shut off).
+      - V(running) (C(--running)) starts it, V(paused) (C(--paused)) starts it paused.
+    type: str
+    choices: [snapshot, running, paused]
+    default: snapshot
+  force:
+    description:
+      - O(state=reverted) only. Revert even where libvirt sees a risk (C(--force)), for example when the
+        snapshot's domain definition is not compatible with the running domain.
+    type: bool
+    default: false
+  reset_nvram:
+    description:
+      - O(state=reverted) only. Re-create the UEFI variable store from its template (C(--reset-nvram)).
+      - Needs a libvirt-python that knows the flag; refused with a clear message otherwise.
+    type: bool
+    default: false
+  keep:
+    description:
+      - O(state=pruned), and O(state=present) after creating. Keep this many newest snapshots whose name
+        matches O(pattern); the older ones are deleted, oldest first (each one's children move up to its parent).
+      - Must be 0 or more. With O(state=present) the new snapshot counts as the newest, so
+        O(keep=0) is refused when it matches O(pattern).
+      - Newest by creation time; snapshots taken within the same second are ordered by their place in the
+        tree (a child is newer than its parent).
+    type: int
+  pattern:
+    description:
+      - O(state=pruned), and O(state=present) with O(keep) or O(older_than). Shell glob on snapshot names;
+        only matching snapshots are counted and deleted.
+    type: str
+    default: '*'
+  older_than:
+    description:
+      - O(state=pruned), and O(state=present) after creating. Delete only snapshots older than this,
+        a number and a unit, V(s), V(m), V(h), V(d) or V(w) (V(30m), V(12h), V(7d), V(1d12h)).
+      - With O(keep), the O(keep) newest stay whatever their age.
+    type: str
+notes:
+  - With O(domains), each domain's outcome is in RV(results); the task fails when any domain failed.
+  - Internal snapshots (the default) need qcow2 disks. A running domain with UEFI (pflash) firmware cannot take
+    one; the module says so before calling libvirt. Shut it down first, or use O(disk_only=true).
+  - A snapshot holds the domain definition of its time; reverting to it brings that definition back.
+seealso:
+  - module: kvm.snapshots.vm_snapshot_info
+  - name: libvirt snapshot XML format
+    description: What libvirt records in each snapshot.
+    link: https://libvirt.org/formatsnapshot.html
+"""
+
+EXAMPLES = r"""
+- name: Snapshot a shut-off domain after updating its packages
+  kvm.snapshots.vm_snapshot:
+    domain: debian
+    name: pkg-updated
+    description: All packages updated
+
+- name: Snapshot the running domain, memory included
+  kvm.snapshots.vm_snapshot:
+    domain: debian
+    name: desktop-live
+    description: Xfce desktop installed
+
+- name: Go back to it and keep the domain running
+  kvm.snapshots.vm_snapshot:
+    domain: debian
+    name: desktop-live
+    state: reverted
+    after_revert: running
+
+- name: Branch - a wordpress snapshot as a child of pkg-updated
+  kvm.snapshots.vm_snapshot:
+    domain: debian
+    name: wordpress
+    parent: pkg-updated
+
+- name: Make nginx the current snapshot without reverting
+  kvm.snapshots.vm_snapshot:
+    domain: debian
+    name: nginx
+    state: current
+
+- name: Delete desktop-live with everything below it
+  kvm.snapshots.vm_snapshot:
+    domain: debian
+    name: desktop-live
+    state: absent
+    children: true
+
+- name: Before patching, snapshot every web server and keep the 3 newest pre-patch snapshots
+  kvm.snapshots.vm_snapshot:
+    domains: ['web-*']
+    name: "pre-patch-{{ ansible_date_time.date }}"
+    keep: 3
+    pattern: 'pre-patch-*'
+  register: snap
+
+- name: Show each web server's outcome
+  ansible.builtin.debug:
+    msg: "{{ snap.results | items2dict(key_name='domain', value_name='changed') }}"
+
+- name: Delete nightly snapshots older than a week on every domain
+  kvm.snapshots.vm_snapshot:
+    domains: ['*']
+    state: pruned
+    pattern: 'nightly-*'
+    older_than: 7d
+
+- name: A running UEFI domain - external disk-only snapshot, guest file systems frozen
+  kvm.snapshots.vm_snapshot:
+    domain: win11
+    name: before-update
+    disk_only: true
+    quiesce: true
+"""
+
+RETURN = r"""
+snapshot:
+  description:
+    - The snapshot's facts after the task, the same as RV(kvm.snapshots.vm_snapshot_info#module:domains.snapshots)
+      gives; in check mode, as predicted.
+    - null when it does not exist.
+  returned: with O(domain), when O(state) is V(present), V(reverted) or V(current)
+  type: dict
+  sample:
+    name: desktop-live
+    description: Xfce desktop installed
+    creation_time: "2026-11-27T01:57:56+00:00"
+    creation_epoch: 1795744676
+    state: running
+    location: internal
+    parent: pkg-updated
+    children: []
+    children_count: 0
+    descendants_count: 0
+    is_current: true
+    has_metadata: true
+    disks: [{name: vda, snapshot: internal}]
+deleted:
+  description:
+    - Names of the snapshots deleted (in check mode, that would be), oldest first for O(state=pruned).
+  returned: with O(domain), when O(state) is V(absent) or V(pruned), or V(present) with O(keep) or O(older_than)
+  type: list
+  elements: str
+  sample: [nightly-2026-11-01, nightly-2026-11-02]
+domain:
+  description: The domain's name.
+  returned: with O(domain)
+  type: str
+  sample: debian
+tree:
+  description: The domain's snapshot tree after the task, as C(virsh snapshot-list --tree) draws it.
+  returned: with O(domain)
+  type: str
+  sample: "pkg-updated\n  |\n  +- desktop-live\n    \n"
+results:
+  description:
+    - One entry per domain, in the order O(domains) names them. Returned when some domains fail, too.
+    - Each holds C(domain), C(changed), C(snapshot), C(deleted) and C(tree) as above for one domain,
+      or C(domain), C(changed) and C(msg) (the error) for a domain that failed.
+  returned: with O(domains)
+  type: list
+  elements: dict
+  sample:
+    - {domain: web-1, changed: true, snapshot: {name: pre-patch, is_current: true}, tree: "pre-patch\n    \n"}
+    - {domain: web-9, changed: false, msg: "domain 'web-9' not found on qemu:///system: check the name with 'virsh list --all'"}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import CONNECTION_ARGSPEC, run_module
+from ansible_collections.kvm.snapshots.plugins.module_utils._snapshot import SNAPSHOT_STATES, manage_snapshots
+
+
+def main():
+    argument_spec = dict(
+        CONNECTION_ARGSPEC,
+        domain=dict(type='str'),
+        domains=dict(type='list', elements='str'),
+        name=dict(type='str'),
+        state=dict(type='str', default='present', choices=list(SNAPSHOT_STATES)),
+        description=dict(type='str'),
+        parent=dict(type='str'),
+        disk_only=dict(type='bool', default=False),
+        quiesce=dict(type='bool', default=False),
+        halt=dict(type='bool', default=False),
+        live=dict(type='bool', default=False),
+        atomic=dict(type='bool', default=True),
+        children=dict(type='bool', default=False),
+        children_only=dict(type='bool', default=False),
+        metadata_only=dict(type='bool', default=False),
+        after_revert=dict(type='str', default='snapshot', choices=['snapshot', 'running', 'paused']),
+        force=dict(type='bool', default=False),
+        reset_nvram=dict(type='bool', default=False),
+        keep=dict(type='int'),
+        pattern=dict(type='str', default='*'),
+        older_than=dict(type='str'),
+    )
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        mutually_exclusive=[('domain', 'domains')],
+        required_one_of=[('domain', 'domains')],
+        supports_check_mode=True,
+    )
+    defaults = {option: spec.get('default') for option, spec in argument_spec.items()}
+    run_module(module, lambda: manage_snapshots(module.params, defaults, module.check_mode, module._diff))
+
+
+if __name__ == '__main__':
+    main()

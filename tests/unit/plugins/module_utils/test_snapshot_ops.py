@@ -1,0 +1,353 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvm.snapshots contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""vm_snapshot's pure parts (validation, durations, prune selection, check-mode predictions),
+and its operations against libvirt's in-process test:///default driver.
+
+The predictions are checked against what the driver really does, so check mode
+cannot drift from libvirt. The integration target proves the same against QEMU.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+libvirt = pytest.importorskip('libvirt')
+pytest.importorskip('lxml')
+
+from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (  # noqa: E402
+    InvalidInput,
+    KvmError,
+    SnapshotNotFound,
+)
+from ansible_collections.kvm.snapshots.plugins.module_utils._snapshot import (  # noqa: E402
+    Snapshot,
+    SnapshotTree,
+    check_name,
+    create_snapshot,
+    manage_snapshots,
+    parse_age,
+    predict_current,
+    predict_delete,
+    prune_selection,
+    validate,
+)
+
+# vm_snapshot's argument spec defaults.
+DEFAULTS = dict(
+    uri='qemu:///system', domain=None, domains=None, name=None, state='present', description=None, parent=None,
+    disk_only=False, quiesce=False, halt=False, live=False, atomic=True, children=False, children_only=False,
+    metadata_only=False, after_revert='snapshot', force=False, reset_nvram=False, keep=None, pattern='*',
+    older_than=None,
+)
+
+
+def params(**given):
+    result = dict(DEFAULTS, domain='test')
+    result.update(given)
+    return result
+
+
+# ---- names
+
+@pytest.mark.parametrize('name', ['pkg-updated', 'desktop_live', 'v1.2.3', 'a', 'x' * 255, 'wörd', '2026-11-27T01:00'])
+def test_good_names(name):
+    assert check_name(name) == name
+
+
+@pytest.mark.parametrize('name, message', [
+    ('', 'name is empty'),
+    ('x' * 256, 'name is 256 characters long'),
+    ('has space', 'holds white space'),
+    ('tab\there', 'holds white space'),
+    ('new\nline', 'holds white space'),
+    ('nb\u00a0sp', 'holds white space'),
+    ('bell\x07', 'control'),
+    ('del\x7f', 'control'),
+    ('zero\u200bwidth', 'control'),
+    ('a/b', "holds '/'"),
+    ('.hidden', "starts with '.'"),
+    ('-rf', "starts with '-'"),
+])
+def test_bad_names(name, message):
+    with pytest.raises(InvalidInput) as err:
+        check_name(name)
+    assert message in str(err.value)
+    assert '\n' not in str(err.value)
+
+
+def test_bad_name_is_shown_escaped():
+    with pytest.raises(InvalidInput) as err:
+        check_name('bell\x07')
+    assert "'bell\\x07'" in str(err.value)
+
+
+# ---- durations
+
+@pytest.mark.parametrize('text, seconds', [
+    ('30m', 1800), ('12h', 43200), ('7d', 604800), ('2w', 1209600), ('45s', 45), ('1d12h', 129600),
+    ('0d', 0), (' 3h ', 10800),
+])
+def test_parse_age(text, seconds):
+    assert parse_age(text) == seconds
+
+
+@pytest.mark.parametrize('text', ['30x', '7', '', 'd', '12 h', '-1d', '1.5h', '30M', 'h12', '7days'])
+def test_parse_age_refuses(text):
+    with pytest.raises(InvalidInput) as err:
+        parse_age(text)
+    assert 'is not a duration' in str(err.value) and '30m, 12h, 7d' in str(err.value)
+
+
+# ---- validation: every refusal happens before any connection
+
+@pytest.mark.parametrize('given, message', [
+    (dict(name='x', children=True), 'children applies to state=absent only, not to state=present'),
+    (dict(name='x', state='absent', description='d'), 'description applies to state=present only'),
+    (dict(name='x', state='absent', atomic=False), 'atomic applies to state=present only'),
+    (dict(name='x', state='current', keep=1), 'keep applies to state=present or pruned only'),
+    (dict(name='x', state='absent', after_revert='running'), 'after_revert applies to state=reverted only'),
+    (dict(name='x', state='present', reset_nvram=True), 'reset_nvram applies to state=reverted only'),
+    (dict(state='pruned', keep=1, pattern='a*', older_than='1d', children=True), 'children applies'),
+    (dict(name='x', state='absent', children=True, children_only=True), 'children and children_only exclude'),
+    (dict(state='pruned'), 'needs keep, older_than or both'),
+    (dict(state='pruned', keep=1, name='x'), 'name does not apply to state=pruned'),
+    (dict(state='pruned', keep=-1), 'keep is -1'),
+    (dict(state='pruned', older_than='30x'), 'not a duration'),
+    (dict(state='pruned', keep=1, pattern=''), 'pattern is empty'),
+    (dict(state='absent'), 'name is required with state=absent'),
+    (dict(name='x', keep=0), 'keep=0 would delete'),
+    (dict(name='x', pattern='n-*'), 'pattern needs keep or older_than'),
+    (dict(name='x', quiesce=True), 'quiesce needs disk_only'),
+    (dict(name='x', live=True, disk_only=True), 'live and disk_only exclude'),
+    (dict(name='x', parent='x'), 'is the snapshot itself'),
+    (dict(name='x', parent='-p'), "parent '-p' starts with '-'"),
+    (dict(name='x', description='a\x00b'), 'description holds a control character'),
+    (dict(name='x', domain=''), 'domain is empty'),
+    (dict(name='x', domain=None, domains=[]), 'domains is empty'),
+    (dict(name='x', domain=None, domains=['a', '']), 'domains holds an empty name'),
+])
+def test_validate_refuses(given, message):
+    with pytest.raises(InvalidInput) as err:
+        validate(params(**given), DEFAULTS)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize('given', [
+    dict(name='x'),
+    dict(name='x', description='multi\nline\ttext'),
+    dict(name='x', keep=0, pattern='nightly-*'),  # the new one does not match: fine
+    dict(name='x', keep=3, older_than='7d', pattern='x*'),
+    dict(name='x', quiesce=True, disk_only=True),
+    dict(name='x', state='absent', children=True, metadata_only=True),
+    dict(name='x', state='reverted', after_revert='paused', force=True, reset_nvram=True),
+    dict(state='pruned', keep=0),
+    dict(state='pruned', older_than='1d12h'),
+    dict(name='x', state='current'),
+])
+def test_validate_accepts(given):
+    validate(params(**given), DEFAULTS)
+
+
+def test_reset_nvram_without_the_flag(monkeypatch):
+    monkeypatch.delattr(libvirt, 'VIR_DOMAIN_SNAPSHOT_REVERT_RESET_NVRAM')
+    with pytest.raises(InvalidInput) as err:
+        validate(params(name='x', state='reverted', reset_nvram=True), DEFAULTS)
+    assert 'upgrade libvirt-python, or leave reset_nvram off' in str(err.value)
+
+
+# ---- prune selection
+
+def chain(*names_and_epochs):
+    """A chain of snapshots, each the child of the one before; the last is current."""
+    snaps, parent = [], None
+    for index, (name, epoch) in enumerate(names_and_epochs):
+        parent_xml = '<parent><name>%s</name></parent>' % parent if parent else ''
+        snaps.append(Snapshot('<domainsnapshot><name>%s</name>%s<creationTime>%d</creationTime></domainsnapshot>'
+                              % (name, parent_xml, epoch), is_current=index == len(names_and_epochs) - 1))
+        parent = name
+    return SnapshotTree(snaps)
+
+
+NIGHTLY = chain(('base', 100), ('nightly-1', 1000), ('nightly-2', 2000), ('other', 2500), ('nightly-3', 3000),
+                ('nightly-4', 4000))
+
+
+@pytest.mark.parametrize('keep, pattern, older_than, now, expected', [
+    (2, 'nightly-*', None, None, ['nightly-1', 'nightly-2']),
+    (0, 'nightly-*', None, None, ['nightly-1', 'nightly-2', 'nightly-3', 'nightly-4']),
+    (10, 'nightly-*', None, None, []),
+    (1, '*', None, None, ['base', 'nightly-1', 'nightly-2', 'other', 'nightly-3']),
+    (None, 'nightly-*', 1500, 4100, ['nightly-1', 'nightly-2']),  # older than 2600
+    (3, 'nightly-*', 1500, 4100, ['nightly-1']),
+    (0, 'nightly-*', 10000, 4100, []),
+    (2, 'none-*', None, None, []),
+])
+def test_prune_selection(keep, pattern, older_than, now, expected):
+    assert prune_selection(NIGHTLY, keep, pattern, older_than, now) == expected
+
+
+def test_prune_same_second_goes_by_tree_position():
+    tree = chain(('c', 5), ('a', 5), ('b', 5))  # all in one second; names out of order on purpose
+    assert prune_selection(tree, keep=1) == ['c', 'a']
+
+
+# ---- the driver: predictions equal what libvirt does
+
+@pytest.fixture
+def conn():
+    libvirt.registerErrorHandler(lambda *args: None, None)
+    connection = libvirt.open('test:///default')
+    yield connection
+    for dom in connection.listAllDomains(0):
+        for snap in dom.listAllSnapshots(libvirt.VIR_DOMAIN_SNAPSHOT_LIST_ROOTS):
+            snap.delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN)
+    connection.close()
+
+
+def build_seed(dom):
+    """The seed's tree, the seed's way: wordpress current."""
+    def take(name):
+        dom.snapshotCreateXML('<domainsnapshot><name>%s</name></domainsnapshot>' % name, 0)
+
+    take('pkg-updated')
+    take('desktop-live')
+    take('apache')
+    dom.revertToSnapshot(dom.snapshotLookupByName('desktop-live'))
+    take('nginx')
+    dom.revertToSnapshot(dom.snapshotLookupByName('pkg-updated'))
+    take('wordpress')
+
+
+def set_current(dom, name):
+    snap = dom.snapshotLookupByName(name)
+    dom.snapshotCreateXML(snap.getXMLDesc(0), libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
+                          | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT)
+
+
+@pytest.mark.parametrize('target', ['desktop-live', 'pkg-updated', 'nginx'])
+@pytest.mark.parametrize('current', ['pkg-updated', 'desktop-live', 'apache', 'wordpress'])
+@pytest.mark.parametrize('flags, children, children_only', [
+    (0, False, False),
+    (libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN, True, False),
+    (libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN_ONLY, False, True),
+])
+def test_predict_delete_matches_libvirt(conn, target, current, flags, children, children_only):
+    dom = conn.lookupByName('test')
+    build_seed(dom)
+    set_current(dom, current)
+    before = SnapshotTree.from_domain(dom)
+    predicted, doomed = predict_delete(before, target, children, children_only)
+    dom.snapshotLookupByName(target).delete(flags)
+    actual = SnapshotTree.from_domain(dom)
+    assert predicted.render() == actual.render()
+    assert predicted.current == actual.current
+    assert sorted(doomed) == sorted(set(before.by_name) - set(actual.by_name))
+
+
+def test_predict_current(conn):
+    dom = conn.lookupByName('test')
+    build_seed(dom)
+    tree = predict_current(SnapshotTree.from_domain(dom), 'apache')
+    assert tree.current == 'apache'
+    assert [n for n, s in tree.by_name.items() if s.is_current] == ['apache']
+
+
+# ---- the operations through manage_snapshots, on the driver
+
+def run(check_mode=False, **given):
+    return manage_snapshots(params(uri='test:///default', **given), DEFAULTS, check_mode=check_mode, diff_mode=True)
+
+
+def names(conn):
+    return sorted(s.getName() for s in conn.lookupByName('test').listAllSnapshots(0))
+
+
+def test_present_check_real_again(conn):
+    check = run(check_mode=True, name='one', description='first')
+    assert check['changed'] and check['snapshot']['name'] == 'one' and names(conn) == []
+    assert check['diff']['before'] == '' and check['diff']['after'] == 'one\n\n'
+    real = run(name='one', description='first')
+    assert real['changed'] and names(conn) == ['one']
+    assert real['snapshot']['description'] == 'first' and real['snapshot']['is_current']
+    again = run(name='one', description='first')
+    assert not again['changed'] and again['snapshot'] == real['snapshot']
+    assert not run(check_mode=True, name='one', description='first')['changed']
+
+
+def test_description_is_edited_in_place(conn):
+    run(name='one', description='first')
+    run(name='two')
+    check = run(check_mode=True, name='one', description='edited')
+    assert check['changed'] and check['snapshot']['description'] == 'edited'
+    assert SnapshotTree.from_domain(conn.lookupByName('test')).by_name['one'].description == 'first'
+    real = run(name='one', description='edited')
+    assert real['changed'] and real['snapshot']['description'] == 'edited'
+    assert real['snapshot']['children'] == ['two'] and not real['snapshot']['is_current']
+    assert not run(name='one', description='edited')['changed']
+
+
+def test_parent_branches_and_check_mode_leaves_current(conn):
+    dom = conn.lookupByName('test')
+    build_seed(dom)
+    check = run(check_mode=True, name='php', parent='desktop-live')
+    assert check['snapshot']['parent'] == 'desktop-live'
+    assert SnapshotTree.from_domain(dom).current == 'wordpress'
+    real = run(name='php', parent='desktop-live')
+    assert real['snapshot']['parent'] == 'desktop-live' and real['snapshot']['is_current']
+    with pytest.raises(SnapshotNotFound):
+        run(name='perl', parent='ghost')
+    assert 'perl' not in names(conn)
+
+
+def test_create_that_lost_a_race_is_ok(conn):
+    """Two runs at once: the second one's create fails with "already exists", and that is fine."""
+    dom = conn.lookupByName('test')
+    stale = SnapshotTree.from_domain(dom)  # read before the other run created it
+    dom.snapshotCreateXML('<domainsnapshot><name>raced</name></domainsnapshot>', 0)
+    assert create_snapshot(dom, 'test', stale, params(name='raced')) is False
+    assert names(conn) == ['raced']
+
+
+def test_absent_current_reverted(conn):
+    dom = conn.lookupByName('test')
+    build_seed(dom)
+    assert not run(name='ghost', state='absent')['changed']
+    assert run(name='nginx', state='current')['changed']
+    assert not run(name='nginx', state='current')['changed']
+    assert SnapshotTree.from_domain(dom).current == 'nginx'
+    reverted = run(name='apache', state='reverted')
+    assert reverted['changed'] and reverted['snapshot']['is_current']
+    assert run(check_mode=True, name='apache', state='reverted')['changed']
+    gone = run(name='desktop-live', state='absent', children=True)
+    assert gone['deleted'] == ['desktop-live', 'apache', 'nginx']
+    assert names(conn) == ['pkg-updated', 'wordpress']
+    with pytest.raises(SnapshotNotFound):
+        run(name='ghost', state='reverted')
+
+
+def test_pruned_and_present_with_keep(conn):
+    for name in ('keepme', 'n-1', 'n-2', 'n-3'):
+        run(name=name)
+    check = run(check_mode=True, state='pruned', keep=1, pattern='n-*')
+    assert check['deleted'] == ['n-1', 'n-2'] and len(names(conn)) == 4
+    real = run(state='pruned', keep=1, pattern='n-*')
+    assert real['deleted'] == ['n-1', 'n-2'] and names(conn) == ['keepme', 'n-3']
+    assert not run(state='pruned', keep=1, pattern='n-*')['changed']
+    made = run(name='n-4', keep=1, pattern='n-*')
+    assert made['changed'] and made['deleted'] == ['n-3'] and names(conn) == ['keepme', 'n-4']
+
+
+def test_bulk_with_a_missing_domain(conn):
+    with pytest.raises(KvmError) as err:
+        run(domain=None, domains=['te*', 'ghost'], name='bulk')
+    result = err.value.result
+    assert '1 of 2 domains failed' in str(err.value) and 'ghost' in str(err.value)
+    assert result['changed'] is True
+    assert [r['domain'] for r in result['results']] == ['test', 'ghost']
+    assert result['results'][0]['snapshot']['name'] == 'bulk'
+    assert 'not found' in result['results'][1]['msg']
+    assert names(conn) == ['bulk']
+    again = run(domain=None, domains=['te*'], name='bulk')
+    assert not again['changed'] and [r['changed'] for r in again['results']] == [False]
