@@ -1,0 +1,435 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvm.snapshots contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: vm_backup
+short_description: Back up a libvirt/KVM domain with all its snapshots, verify a backup, restore one
+version_added: 0.1.0
+description:
+  - V(present) writes a new backup of one domain into O(dest). It holds the domain definition (with
+    security info such as VNC passwords), every disk image with its whole backing chain (qcow2 and raw),
+    the NVRAM of a UEFI domain, the TPM state if there is any, every snapshot's definition in
+    topological order with which one is current, and a manifest with format version, domain, libvirt and
+    QEMU versions, and each file's size, sparse map and SHA-256.
+  - V(verified) reads a backup from O(src) end to end, checking every checksum, every member path and the
+    manifest. It changes nothing.
+  - V(restored) verifies O(src) completely, then puts the files back (sparse where the source was),
+    defines the domain and redefines its snapshots through libvirt, parents first, and sets the current
+    one. No daemon restart is needed.
+  - A backup is written under a temporary name and renamed into place only when it is complete and its
+    checksums are recorded; an interrupted or failed backup leaves no file that looks complete. Free space
+    is checked first. Files are created mode 0600 and directories 0700 whatever the umask, since disk
+    images and domain XML can hold secrets.
+  - The module reads and writes the disk images and the backup itself, so it must run on the hypervisor
+    (or where both are mounted at the same paths); O(uri) still chooses the libvirt connection.
+author:
+  - kvm.snapshots maintainers (@kvm-snapshots)
+extends_documentation_fragment:
+  - kvm.snapshots.connection
+attributes:
+  check_mode:
+    support: full
+    description:
+      - V(present) reports the backup it would write (files, estimated size, backups O(keep) would remove)
+        without stopping, pausing or copying anything.
+      - V(restored) verifies the whole backup and checks every precondition, and reports what it would
+        restore, without writing anything.
+  diff_mode:
+    support: none
+    description: There is no before and after to show; the result describes the backup.
+options:
+  domain:
+    description:
+      - Name or UUID of the domain.
+      - Required with O(state=present).
+      - With O(state=verified) or O(state=restored) it is optional; when given, the backup must hold this domain.
+    type: str
+  state:
+    description:
+      - V(present) makes a new backup. It always reports C(changed), since every run writes a new backup;
+        use O(keep) to bound how many are kept.
+      - V(verified) checks a backup and never changes anything.
+      - V(restored) restores a backup; it always reports C(changed).
+    type: str
+    choices: [present, verified, restored]
+    default: present
+  dest:
+    description:
+      - Directory to write the backup into, created mode 0700 (with missing parents) if needed.
+      - Backups are named C(<domain>-<UTC time>.tar.zst) (C(.tar) without compression, no suffix for
+        O(format=directory)), for example C(web1-20261127T020304Z.tar.zst), so they sort by time.
+      - Required with O(state=present).
+    type: path
+  format:
+    description:
+      - V(archive) writes one tar file compressed with zstd, which plain C(tar -I zstd -xf) opens.
+      - V(directory) writes plain files (reflink copies where the file system supports them, sparse copies
+        otherwise).
+    type: str
+    choices: [archive, directory]
+    default: archive
+  compression:
+    description:
+      - V(zstd) compresses the archive with the C(zstd) program; V(none) writes a plain C(.tar).
+      - Only with O(format=archive).
+    type: str
+    choices: [zstd, none]
+    default: zstd
+  compression_level:
+    description:
+      - zstd level, 1 (fastest) to 22 (smallest). When not set, 3.
+      - Only with O(format=archive) and O(compression=zstd).
+    type: int
+  threads:
+    description:
+      - zstd worker threads; V(0) uses all cores.
+    type: int
+    default: 0
+  if_running:
+    description:
+      - What to do when the domain is not shut off at O(state=present).
+      - V(fail) refuses with a message.
+      - V(shutdown) shuts it down gracefully (ACPI), waits up to O(shutdown_timeout) seconds, makes the
+        backup and starts it again.
+      - V(suspend) pauses it for the copy and resumes it afterwards. The disks are copied crash-consistent;
+        the memory is not saved. A domain that is already paused is copied as it is and stays paused.
+    type: str
+    choices: [fail, shutdown, suspend]
+    default: fail
+  shutdown_timeout:
+    description: Seconds to wait for the guest to shut down with O(if_running=shutdown).
+    type: int
+    default: 300
+  keep:
+    description:
+      - After a successful backup, keep only this many newest backups of this domain in O(dest) (the new one
+        included) and remove the older ones. Other domains' backups and other files are never touched.
+      - When not set, nothing is removed.
+    type: int
+  src:
+    description:
+      - The backup to verify or restore, as O(state=present) returned it in RV(backup.path)
+        (a C(.tar.zst), a C(.tar) or a directory).
+      - Required with O(state=verified) and O(state=restored).
+    type: path
+  disk_dir:
+    description:
+      - With O(state=restored), put every disk image (and its backing files) into this existing directory
+        instead of its original path, rewriting the paths in the domain definition, in every snapshot's
+        definition and, for moved backing files, in the qcow2 headers.
+      - NVRAM and TPM state always go back to libvirt's own places.
+    type: path
+  force:
+    description:
+      - With O(state=restored), replace an existing domain of the same name, which must be shut off
+        (a running domain is always refused), and existing files at the restored paths.
+      - Without it, an existing domain or an existing file at a restored path is refused.
+      - The old definition and files are only removed once the restored ones are in place; a failed
+        restore puts them back.
+    type: bool
+    default: false
+  start:
+    description: With O(state=restored), start the domain after restoring it.
+    type: bool
+    default: false
+notes:
+  - Inside a backup, C(manifest.json) comes first and describes every file (role, original path, size,
+    sparse map, owner and mode, the XML files' digests); C(checksums.json) comes last with every file's digest.
+    So a restore knows where each file goes before its data arrives, and reads the archive once.
+  - A file's C(sha256) is the SHA-256 of the list of SHA-256 digests of its consecutive 64 KiB pieces (the
+    last one may be shorter). It depends on the content only, not on which parts are holes, so a sparse copy
+    and a dense copy of a disk have the same digest, and a piece that is a hole costs nothing to hash.
+    To recompute it, read the file 65536 bytes at a time and feed the SHA-256 digest (32 bytes) of
+    each piece to one outer SHA-256.
+  - O(state=verified) checks everything the backup holds, byte for byte (every file's digest, the manifest,
+    the tar structure, zstd's own checksum). zstd's framing has a little redundancy, so a damaged byte there that
+    changes nothing that the archive holds is harmless and not reported.
+  - Network disks (Ceph RBD, iSCSI, NBD, ...), block devices and storage pool volumes are not supported;
+    the module refuses such a domain and names the disk.
+  - Restore checks every member path (no absolute paths, no C(..), no links or devices) and every checksum
+    before any live file, disk or definition is touched; files are written under temporary names beside
+    their destination and renamed into place at the end.
+  - SELinux labels of restored files are not set; run C(restorecon) on them where SELinux is enforcing
+    (the M(kvm.snapshots.restore) role does).
+seealso:
+  - module: kvm.snapshots.vm_snapshot
+  - module: kvm.snapshots.vm_snapshot_info
+"""
+
+EXAMPLES = r"""
+- name: Back up a shut-off domain with all its snapshots, keep the 7 newest backups
+  kvm.snapshots.vm_backup:
+    domain: web1
+    dest: /srv/backups/kvm
+    keep: 7
+  register: bk
+
+- name: Back up a running domain, pausing it for the copy, at a higher compression level
+  kvm.snapshots.vm_backup:
+    domain: db1
+    dest: /srv/backups/kvm
+    if_running: suspend
+    compression_level: 10
+
+- name: Plain files instead of an archive (reflink copies on XFS or Btrfs)
+  kvm.snapshots.vm_backup:
+    domain: web1
+    dest: /srv/backups/kvm
+    format: directory
+
+- name: Check a backup end to end
+  kvm.snapshots.vm_backup:
+    state: verified
+    src: "{{ bk.backup.path }}"
+
+- name: Restore it over the existing (shut off) domain and start it
+  kvm.snapshots.vm_backup:
+    state: restored
+    src: "{{ bk.backup.path }}"
+    force: true
+    start: true
+
+- name: Restore the disks into another directory
+  kvm.snapshots.vm_backup:
+    state: restored
+    src: /srv/backups/kvm/web1-20261127T020304Z.tar.zst
+    disk_dir: /var/lib/libvirt/images/restored
+"""
+
+RETURN = r"""
+backup:
+  description: The backup written (O(state=present)); in check mode, the backup that would be written (without checksums).
+  returned: when O(state=present)
+  type: dict
+  contains:
+    path:
+      description: Path of the backup (file or directory).
+      type: str
+      sample: /srv/backups/kvm/web1-20261127T020304Z.tar.zst
+    name:
+      description: Name of the backup, also its top directory inside the archive.
+      type: str
+      sample: web1-20261127T020304Z
+    format:
+      description: V(archive) or V(directory).
+      type: str
+    compression:
+      description: V(zstd), V(none), or null for a directory.
+      type: str
+    compression_level:
+      description: The zstd level used, null without zstd.
+      type: int
+    domain:
+      description: Name of the domain.
+      type: str
+    uuid:
+      description: UUID of the domain.
+      type: str
+    created:
+      description: When the backup was started, ISO 8601 in UTC.
+      type: str
+      sample: "2026-11-27T02:03:04Z"
+    action:
+      description: What was done about a running domain, V(shutdown), V(suspend), V(paused) (already paused), or null.
+      type: str
+    size:
+      description: Bytes the backup takes on disk (the archive file, or the blocks allocated to the directory's files).
+      type: int
+    data_size:
+      description: Bytes of data read from the domain's files (holes are not read).
+      type: int
+    files:
+      description: Every file in the backup, in order.
+      type: list
+      elements: dict
+      contains:
+        name:
+          description: Path inside the backup.
+          type: str
+          sample: disks/00-web1.qcow2
+        role:
+          description: V(domain), V(snapshot), V(disk), V(backing), V(snapshot-disk), V(memory), V(nvram) or V(tpm).
+          type: str
+        path:
+          description: The original path of a disk, NVRAM or TPM file; null for the XML files.
+          type: str
+        size:
+          description: Size in bytes (apparent size for sparse files).
+          type: int
+        sparse:
+          description: Whether the file has holes, kept as holes in the backup.
+          type: bool
+        sha256:
+          description: SHA-256 of the file's data (see the notes).
+          type: str
+    snapshots:
+      description: Names of the snapshots in the backup, parents before children.
+      type: list
+      elements: str
+    current_snapshot:
+      description: The current snapshot, or null.
+      type: str
+    manifest_sha256:
+      description: SHA-256 of the backup's C(manifest.json).
+      type: str
+    duration:
+      description: Seconds the backup took, including stopping or pausing the domain.
+      type: float
+    throughput:
+      description: Bytes of data per second (RV(backup.data_size) / RV(backup.duration)).
+      type: int
+    estimated_size:
+      description: In check mode, the space checked for (allocated size of the domain's files).
+      type: int
+      returned: in check mode
+removed:
+  description: Older backups removed because of O(keep) (in check mode, the ones that would be).
+  returned: when O(state=present)
+  type: list
+  elements: str
+verified:
+  description: What O(state=verified) checked.
+  returned: when O(state=verified)
+  type: dict
+  contains:
+    path:
+      description: The backup checked.
+      type: str
+    format:
+      description: V(archive) or V(directory).
+      type: str
+    compressed:
+      description: Whether the archive is zstd-compressed.
+      type: bool
+    format_version:
+      description: The backup's format version.
+      type: int
+    name:
+      description: The backup's name.
+      type: str
+    created:
+      description: When the backup was made, ISO 8601 in UTC.
+      type: str
+    domain:
+      description: Name of the domain in the backup.
+      type: str
+    uuid:
+      description: UUID of the domain in the backup.
+      type: str
+    libvirt_version:
+      description: libvirt version of the host that made the backup.
+      type: str
+    qemu_version:
+      description: QEMU version of the host that made the backup.
+      type: str
+    files:
+      description: Every file checked, as in RV(backup.files).
+      type: list
+      elements: dict
+    snapshots:
+      description: Snapshot names, parents before children.
+      type: list
+      elements: str
+    current_snapshot:
+      description: The current snapshot, or null.
+      type: str
+    data_size:
+      description: Bytes of data hashed.
+      type: int
+    manifest_sha256:
+      description: SHA-256 of the manifest.
+      type: str
+    duration:
+      description: Seconds the check took.
+      type: float
+    throughput:
+      description: Bytes of data checked per second.
+      type: int
+restored:
+  description: What O(state=restored) restored (in check mode, would restore).
+  returned: when O(state=restored)
+  type: dict
+  contains:
+    src:
+      description: The backup restored.
+      type: str
+    domain:
+      description: Name of the restored domain.
+      type: str
+    uuid:
+      description: Its UUID.
+      type: str
+    backup_created:
+      description: When the backup was made.
+      type: str
+    files:
+      description: Each restored file with its role, destination path, size and SHA-256.
+      type: list
+      elements: dict
+    snapshots:
+      description: Snapshots redefined, parents first.
+      type: list
+      elements: str
+    current_snapshot:
+      description: The snapshot set current, or null.
+      type: str
+    replaced:
+      description: Whether an existing domain was replaced (O(force)).
+      type: bool
+    disk_dir:
+      description: O(disk_dir), when the disks were moved.
+      type: str
+    started:
+      description: Whether the domain was started (O(start)).
+      type: bool
+    data_size:
+      description: Bytes of data read and written.
+      type: int
+    duration:
+      description: Seconds the restore took, verification included.
+      type: float
+    throughput:
+      description: Bytes of data per second.
+      type: int
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import CONNECTION_ARGSPEC, run_module
+from ansible_collections.kvm.snapshots.plugins.module_utils._backup import run
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            CONNECTION_ARGSPEC,
+            domain=dict(type='str'),
+            state=dict(type='str', default='present', choices=['present', 'verified', 'restored']),
+            dest=dict(type='path'),
+            format=dict(type='str', default='archive', choices=['archive', 'directory']),
+            compression=dict(type='str', default='zstd', choices=['zstd', 'none']),
+            compression_level=dict(type='int'),
+            threads=dict(type='int', default=0),
+            if_running=dict(type='str', default='fail', choices=['fail', 'shutdown', 'suspend']),
+            shutdown_timeout=dict(type='int', default=300),
+            keep=dict(type='int'),
+            src=dict(type='path'),
+            disk_dir=dict(type='path'),
+            force=dict(type='bool', default=False),
+            start=dict(type='bool', default=False),
+        ),
+        required_if=[
+            ('state', 'present', ('domain', 'dest')),
+            ('state', 'verified', ('src',)),
+            ('state', 'restored', ('src',)),
+        ],
+        supports_check_mode=True,
+    )
+    run_module(module, lambda: run(module.params, module.check_mode))
+
+
+if __name__ == '__main__':
+    main()
