@@ -55,22 +55,15 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
     OperationFailed,
     domain_disks,
     domain_state,
+    etree,
+    libvirt,
     lookup_domain,
     one_line,
+    parse_xml,
     qemu_img_info,
     translate,
 )
 from ansible_collections.kvm.snapshots.plugins.module_utils._snapshot import SnapshotTree
-
-try:
-    from lxml import etree
-except ImportError:
-    etree = None  # ensure_libraries() reports it before anything here runs
-
-try:
-    import libvirt
-except ImportError:
-    libvirt = None
 
 
 FORMAT = 'kvm.snapshots.vm_backup'
@@ -344,7 +337,7 @@ def rewrite_paths(xml, mapping):
     """
     if not mapping:
         return xml
-    root = etree.fromstring(xml.encode() if isinstance(xml, str) else xml)
+    root = parse_xml(xml)
     changed = False
     for disk in root.iter('disk'):
         for source in disk.iter('source'):
@@ -364,7 +357,7 @@ def rewrite_paths(xml, mapping):
 
 def referenced_files(xml):
     """Every local disk image and memory file path a domain or snapshot definition names."""
-    root = etree.fromstring(xml.encode() if isinstance(xml, str) else xml)
+    root = parse_xml(xml)
     paths = []
     for disk in root.iter('disk'):
         if disk.get('device') in ('cdrom', 'floppy'):
@@ -380,23 +373,7 @@ def referenced_files(xml):
 
 def data_regions(fd, size):
     """Data regions of an open file as ``[(offset, length)]`` via ``SEEK_DATA``/``SEEK_HOLE``."""
-    regions = []
-    pos = 0
-    while pos < size:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:
-                break
-            if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
-                return dense(size)  # no hole support here: everything is data
-            raise
-        if start >= size:
-            break
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-        regions.append((start, end - start))
-        pos = end
-    return regions
+    return list(data_regions_from(fd, 0, size))
 
 
 def sparse_map_block(regions, size):
@@ -1024,7 +1001,7 @@ class Plan:
         self.name = dom.name()
         self.uuid = dom.UUIDString()
         self.xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_INACTIVE)
-        self.root = etree.fromstring(self.xml.encode())
+        self.root = parse_xml(self.xml)
         self.tree = SnapshotTree.from_domain(dom, secure=True)
         self.order = self.tree.topological()
         self.current = self.tree.current
@@ -1054,7 +1031,7 @@ class Plan:
             if disk['path']:
                 self._chain(disk['path'], 'disk', disk['target'])
         for name in self.order:
-            snap_root = etree.fromstring(self.tree.by_name[name].xml.encode())
+            snap_root = parse_xml(self.tree.by_name[name].xml)
             for disk in snap_root.iterfind('disks/disk'):
                 source = disk.find('source')
                 if disk.get('snapshot') == 'external' and source is not None and source.get('file'):
@@ -1803,6 +1780,7 @@ class DirectorySource:
 
 
 def data_regions_from(fd, pos, end):
+    """Yield the data regions of ``fd`` between ``pos`` and ``end``; all of it where holes are unknown."""
     while pos < end:
         try:
             start = os.lseek(fd, pos, os.SEEK_DATA)
@@ -2132,12 +2110,12 @@ class Restorer:
         domain_entry = next(e for e in manifest['files'] if e['role'] == 'domain')
         try:
             xml = small[domain_entry['name']].decode('utf-8', 'strict')
-            root = etree.fromstring(xml.encode())
+            root = parse_xml(xml)
             snapshots = {}
             for entry in manifest['files']:
                 if entry['role'] == 'snapshot':
                     snapshots[entry['snapshot']] = small[entry['name']].decode('utf-8', 'strict')
-                    etree.fromstring(snapshots[entry['snapshot']].encode())
+                    parse_xml(snapshots[entry['snapshot']])
         except (UnicodeDecodeError, etree.XMLSyntaxError) as exc:
             raise BackupDamaged('an XML file in it is damaged (%s)' % one_line(exc)) from None
         if root.findtext('name') != name or (root.findtext('uuid') or '').lower() != uuid.lower():
@@ -2182,7 +2160,7 @@ class Restorer:
         used = set()
         uuid = manifest['domain']['uuid']
         nvram_default = os.path.join(NVRAM_DIR, '%s_VARS.fd' % manifest['domain']['name'])
-        root = etree.fromstring(xml.encode())
+        root = parse_xml(xml)
         nvram_el = root.find('os/nvram')
         nvram_path = nvram_el.text.strip() if nvram_el is not None and nvram_el.text else nvram_default
         for entry in manifest['files']:
@@ -2254,7 +2232,7 @@ class Restorer:
             if dom.name() == name:
                 continue
             try:
-                other_root = etree.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode())
+                other_root = parse_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
             except libvirt.libvirtError:
                 continue
             for disk in domain_disks(other_root):

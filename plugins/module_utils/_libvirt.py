@@ -15,7 +15,6 @@ see a traceback.
 from __future__ import annotations
 
 import fnmatch
-import importlib.util
 import json
 import re
 import subprocess
@@ -33,8 +32,12 @@ except ImportError:
     libvirt = None
     LIBVIRT_IMPORT_ERROR = traceback.format_exc()
 
-# lxml is imported where XML is parsed; here we only need to know it is there.
-LXML_IMPORT_ERROR = None if importlib.util.find_spec('lxml') else 'ImportError: No module named lxml'
+LXML_IMPORT_ERROR = None
+try:
+    from lxml import etree
+except ImportError:
+    etree = None
+    LXML_IMPORT_ERROR = traceback.format_exc()
 
 # Where distributions put a Python that has python3-libvirt / python3-lxml.
 SYSTEM_PYTHONS = ['/usr/bin/python3', '/usr/libexec/platform-python', '/usr/bin/python']
@@ -254,6 +257,11 @@ DOMAIN_STATES = {
 def domain_state(dom):
     """The domain's state as virsh names it (``running``, ``shutoff``, ``paused`` ...)."""
     return DOMAIN_STATES.get(dom.state()[0], 'unknown')
+
+
+def parse_xml(text):
+    """An lxml element from libvirt's XML text (str or bytes)."""
+    return etree.fromstring(text.encode() if isinstance(text, str) else text)
 
 
 def domain_disks(domain_xml):

@@ -29,22 +29,15 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
     all_domains,
     domain_disks,
     domain_state,
+    etree,
     for_each,
+    libvirt,
     lookup_domain,
+    parse_xml,
     qemu_img_info,
     resolve_domains,
     translate,
 )
-
-try:
-    from lxml import etree
-except ImportError:
-    etree = None  # ensure_libraries() reports it before anything here runs
-
-try:
-    import libvirt
-except ImportError:
-    libvirt = None
 
 
 class Snapshot:
@@ -54,7 +47,7 @@ class Snapshot:
                  'xml', 'children', 'is_current', 'has_metadata')
 
     def __init__(self, xml, is_current=False, has_metadata=True):
-        root = etree.fromstring(xml.encode() if isinstance(xml, str) else xml)
+        root = parse_xml(xml)
         self.xml = xml
         self.name = root.findtext('name')
         self.description = root.findtext('description') or ''
@@ -272,7 +265,7 @@ def domain_facts(dom, filters, sizes=False, xml=False, strict=True):
         if strict:
             raise
         names = []
-    disks = disk_sizes(etree.fromstring(dom.XMLDesc(0).encode())) if sizes else None
+    disks = disk_sizes(parse_xml(dom.XMLDesc(0))) if sizes else None
     snapshots = []
     for name in names:
         entry = tree.facts(name)
@@ -618,7 +611,7 @@ def set_current(dom, name):
 
 def set_description(dom, name, description, is_current):
     """Change a snapshot's description in place, as ``virsh snapshot-edit`` does (redefine the edited XML)."""
-    root = etree.fromstring(_secure_xml(dom.snapshotLookupByName(name, 0)).encode())
+    root = parse_xml(_secure_xml(dom.snapshotLookupByName(name, 0)))
     node = root.find('description')
     if node is None:
         node = etree.Element('description')
@@ -634,7 +627,7 @@ def set_description(dom, name, description, is_current):
 
 
 def _domain_xml(dom):
-    return etree.fromstring(dom.XMLDesc(0).encode())
+    return parse_xml(dom.XMLDesc(0))
 
 
 def is_uefi(domain_xml):
