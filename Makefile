@@ -3,6 +3,7 @@
 #   make sanity [SANITY_TEST=pep8]
 #   make units  [UNITS=tests/unit/plugins/modules/test_x.py]
 #   make integration [TARGET=harness_smoke]
+#   make bench [CASES=4,5] [QUICK=1] [BENCH_ARGS=...]   benchmark (issue 6), not part of make test
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -16,7 +17,7 @@ SANITY_TEST ?=
 UNITS       ?=
 export TARGET SANITY_TEST UNITS
 
-.PHONY: help setup test sanity units integration lint build demo bench clean distclean
+.PHONY: help setup test sanity units integration lint package build demo bench clean distclean
 
 help:
 	@echo "targets: setup test sanity units integration lint build demo bench clean distclean"
@@ -26,7 +27,7 @@ setup:
 	bash tests/setup.sh
 
 test: setup
-	$(RUN) sanity units integration
+	$(RUN) sanity units integration lint package
 
 sanity: setup
 	$(RUN) sanity
@@ -39,6 +40,9 @@ integration: setup
 
 lint: setup
 	$(RUN) lint
+
+package: setup
+	$(RUN) package
 
 build: setup
 	$(RUN) build

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the kvm.snapshots test stages with ansible-test from a build tree.
 #
-#   tests/run.sh [STAGE...]      STAGE: sanity units integration lint
+#   tests/run.sh [STAGE...]      STAGE: sanity units integration lint package
 #                                (default: sanity units integration)
 #   tests/run.sh build           only copy the collection into the build tree
 #
@@ -229,6 +229,40 @@ stage_lint() {
     record lint "${rc}" "${passed}" "${failed}" 0 $((SECONDS - start))
 }
 
+stage_package() {
+    # The collection as users meet it: the galaxy tarball installed into a
+    # fresh collections path runs the demo; docs, changelog and the AWX
+    # execution environment definition are accepted by their own tools.
+    local start passed=0 failed=0 work="${BUILD_DIR}/package"
+    start=${SECONDS}
+    rm -rf "${work}"
+    mkdir -p "${work}/collections"
+    package_step() {
+        local name="$1"; shift
+        if run_logged "${LOG_DIR}/package-${name}.log" "$@"; then
+            passed=$((passed + 1))
+        else
+            failed=$((failed + 1))
+            log "package: ${name} failed (log: tests/output/logs/package-${name}.log)"
+        fi
+    }
+    package_step build ansible-galaxy collection build --force --output-path "${work}"
+    package_step install bash -c 'ansible-galaxy collection install --force -p "$1/collections" "$1"/kvm-snapshots-*.tar.gz' \
+        _ "${work}"
+    package_step demo env ANSIBLE_COLLECTIONS_PATH="${work}/collections" \
+        ansible-playbook "${work}/collections/ansible_collections/kvm/snapshots/playbooks/demo.yml"
+    package_step docs-lint env ANSIBLE_COLLECTIONS_PATH="${BUILD_DIR}" \
+        antsibull-docs lint-collection-docs --plugin-docs .
+    package_step changelog-lint antsibull-changelog lint
+    # in the build tree's copy: a trial release that folds every fragment into CHANGELOG.rst
+    package_step changelog-build bash -c 'antsibull-changelog release && grep -q vm_snapshot CHANGELOG.rst'
+    package_step execution-environment ansible-builder create -f docs/execution-environment.yml \
+        --context "${work}/ee" --output-filename Containerfile
+    local rc=0
+    [ "${failed}" -eq 0 ] || rc=1
+    record package "${rc}" "${passed}" "${failed}" 0 $((SECONDS - start))
+}
+
 # ---------------------------------------------------------------------- main
 
 main() {
@@ -250,7 +284,7 @@ main() {
 
     for stage in "${stages[@]}"; do
         case "${stage}" in
-            sanity|units|integration|lint)
+            sanity|units|integration|lint|package)
                 log "stage ${stage}"
                 "stage_${stage}"
                 collect_results

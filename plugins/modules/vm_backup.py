@@ -154,7 +154,7 @@ notes:
     before any live file, disk or definition is touched; files are written under temporary names beside
     their destination and renamed into place at the end.
   - SELinux labels of restored files are not set; run C(restorecon) on them where SELinux is enforcing
-    (the M(kvm.snapshots.restore) role does).
+    (the P(kvm.snapshots.restore#role) role does).
 seealso:
   - module: kvm.snapshots.vm_snapshot
   - module: kvm.snapshots.vm_snapshot_info
