@@ -247,8 +247,8 @@ stage_package() {
         fi
     }
     package_step build ansible-galaxy collection build --force --output-path "${work}"
-    package_step install bash -c 'ansible-galaxy collection install --force -p "$1/collections" "$1"/kvm-snapshots-*.tar.gz' \
-        _ "${work}"
+    package_step install ansible-galaxy collection install --force -p "${work}/collections" \
+        "${work}"/kvm-snapshots-*.tar.gz
     package_step demo env ANSIBLE_COLLECTIONS_PATH="${work}/collections" \
         ansible-playbook "${work}/collections/ansible_collections/kvm/snapshots/playbooks/demo.yml"
     package_step docs-lint env ANSIBLE_COLLECTIONS_PATH="${BUILD_DIR}" \

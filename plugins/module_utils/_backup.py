@@ -1200,6 +1200,9 @@ def _check_backup_options(params):
     if params['format'] == 'directory' and (params['compression_level'] is not None or params['compression'] != 'zstd'):
         raise InvalidInput('compression and compression_level only apply to format archive: drop them, '
                            'or set format: archive')
+    if params['compression'] == 'none' and params['compression_level'] is not None:
+        raise InvalidInput('compression_level needs compression: zstd, not none: drop compression_level, '
+                           'or drop compression: none')
     if params['shutdown_timeout'] < 1:
         raise InvalidInput('shutdown_timeout must be 1 second or more, got %d' % params['shutdown_timeout'])
     for key in ('src', 'disk_dir'):
@@ -1437,15 +1440,9 @@ def _write_backup(plan, dest, name, suffix, compression, level, params, when, st
             shutil.rmtree(partial, ignore_errors=True)
         elif os.path.lexists(partial):
             os.unlink(partial)
-        if no_space(exc):
-            raise OperationFailed('no space left in %s while writing the backup of %s: free space or choose '
-                                  'another dest (the partial backup was removed)' % (dest, plan.name)) from None
-        if isinstance(exc, PermissionError):
-            raise OperationFailed('cannot write the backup to %s: %s: run as root (become: true) or choose '
-                                  'another dest' % (dest, exc.strerror)) from None
         if isinstance(exc, OSError) and not isinstance(exc, KvmError):
-            raise OperationFailed('writing the backup to %s failed: %s (partial backup removed)'
-                                  % (dest, exc)) from None
+            raise OperationFailed(os_error_text(exc, 'writing the backup of %s' % plan.name, dest=dest,
+                                                way_out='choose another dest') + ' (the partial backup was removed)') from None
         raise
     finally:
         if lock is not None:
@@ -2183,6 +2180,11 @@ class Restorer:
             elif role == 'nvram':
                 if path != nvram_path:
                     raise BackupDamaged('its NVRAM would go to %s, but the domain uses %s' % (path, nvram_path))
+                if os.path.dirname(os.path.normpath(path)) != NVRAM_DIR:
+                    # the path comes from the backup's own XML: never let it write a file anywhere
+                    raise BackupDamaged("its NVRAM would go to %s, outside libvirt's NVRAM directory %s: restore "
+                                        "only backups made by vm_backup of domains whose NVRAM lives there"
+                                        % (path, NVRAM_DIR))
             elif role == 'tpm':
                 if not path.startswith(os.path.join(SWTPM_DIR, uuid) + '/'):
                     raise BackupDamaged('its TPM state would go to %s, outside %s' % (path, os.path.join(SWTPM_DIR, uuid)))
@@ -2440,21 +2442,24 @@ def restore_backup(params, check_mode=False):
         return result
 
 
-def os_error_text(exc, doing):
-    """One line for an unexpected ``OSError``, with the way out where there is one."""
-    where = ' (%s)' % exc.filename if exc.filename else ''
+def os_error_text(exc, doing, dest=None, way_out='choose another place'):
+    """One line for an ``OSError``, naming where (``dest``, else the file) and the way out."""
+    where = ' in %s' % dest if dest else (' (%s)' % exc.filename if exc.filename else '')
     if no_space(exc):
-        return 'no space left%s while %s: free space, or choose another place, and run again' % (where, doing)
+        return 'no space left%s while %s: free space, or %s, and run again' % (where, doing, way_out)
     if isinstance(exc, PermissionError):
-        return 'permission denied%s while %s: run as root (become: true)' % (where, doing)
-    return '%s%s while %s' % (exc.strerror or exc, where, doing)
+        return 'permission denied%s while %s: run as root (become: true), or %s' % (where, doing, way_out)
+    if exc.errno == errno.EROFS:
+        return 'Read-only file system%s while %s: %s, or remount it read-write' % (where, doing, way_out)
+    return '%s%s while %s: %s' % (exc.strerror or exc, where, doing, way_out)
 
 
 def run(params, check_mode=False):
     """The whole of vm_backup for its module parameters."""
     state = params['state']
-    doing = {'present': 'backing up', 'verified': 'verifying the backup',
-             'restored': 'restoring (nothing was changed)'}[state]
+    doing, way_out = {'present': ('backing up', 'choose another dest'),
+                      'verified': ('verifying the backup', 'check src'),
+                      'restored': ('restoring (nothing was changed)', 'choose another disk_dir')}[state]
     try:
         if state == 'present':
             return make_backup(params, check_mode)
@@ -2462,4 +2467,4 @@ def run(params, check_mode=False):
             return verify_backup(params, check_mode)
         return restore_backup(params, check_mode)
     except OSError as exc:
-        raise OperationFailed(os_error_text(exc, doing)) from None
+        raise OperationFailed(os_error_text(exc, doing, way_out=way_out)) from None

@@ -122,8 +122,13 @@ def run_module(module, work):
     module.exit_json(**result)
 
 
-def translate(exc, what=None):
-    """Turn a ``libvirtError`` into the matching ``KvmError`` with advice where we have some."""
+def translate(exc, what=None, connecting=False):
+    """Turn a ``libvirtError`` into the matching ``KvmError`` with advice where we have some.
+
+    ``connecting``: the error came from opening the connection. Otherwise an RPC
+    error means an open connection broke (the daemon stopped or restarted in the
+    middle), so what the call was doing may or may not have happened.
+    """
     code = exc.get_error_code()
     text = one_line(exc.get_error_message() or exc)
     prefix = '%s: ' % what if what else ''
@@ -135,6 +140,10 @@ def translate(exc, what=None):
             or 'Permission denied' in text:
         return ConnectionFailed(prefix + text + ' - permission denied: run the task as root (become: true) '
                                 'or as a user in the libvirt group')
+    if not connecting and exc.get_error_domain() == libvirt.VIR_FROM_RPC:
+        return ConnectionFailed(prefix + 'the connection to libvirt broke in the middle of the task (' + text + '), '
+                                'so what it was doing may or may not have happened: once the daemon answers again '
+                                "('virsh version'), check, or run the task again")
     if exc.get_error_domain() == libvirt.VIR_FROM_RPC or code in (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_NO_CONNECT):
         return ConnectionFailed(prefix + text + ' - is the libvirt daemon (libvirtd or virtqemud) running '
                                 'and the URI right?')
@@ -146,7 +155,7 @@ def connect(uri):
     try:
         return libvirt.open(uri)
     except libvirt.libvirtError as exc:
-        raise ConnectionFailed('cannot connect to libvirt at %s: %s' % (uri, translate(exc))) from None
+        raise ConnectionFailed('cannot connect to libvirt at %s: %s' % (uri, translate(exc, connecting=True))) from None
 
 
 class Connection:

@@ -114,3 +114,27 @@ def test_respawns_into_the_python_that_has_libvirt(monkeypatch):
     with pytest.raises(SystemExit):
         _libvirt.ensure_libraries(object())
     assert calls == ['/usr/bin/python3']
+
+
+def rpc_error(code, text):
+    exc = libvirt.libvirtError(text)
+    exc.err = (code, libvirt.VIR_FROM_RPC, text, 2, None, None, None, 0, 0)
+    return exc
+
+
+@pytest.mark.parametrize('code, text', [
+    (libvirt.VIR_ERR_INTERNAL_ERROR, 'internal error: client socket is closed'),
+    (libvirt.VIR_ERR_SYSTEM_ERROR, 'Cannot recv data: Connection reset by peer'),
+])
+def test_a_connection_that_breaks_mid_task_says_the_outcome_is_unknown(code, text):
+    # What libvirtd restarting in the middle of a bulk snapshot gives (tests/integration/targets/reliability).
+    error = _libvirt.translate(rpc_error(code, text), "domain 'web-1'")
+    assert isinstance(error, ConnectionFailed)
+    assert str(error).startswith("domain 'web-1': the connection to libvirt broke in the middle of the task (%s)" % text)
+    assert 'may or may not have happened' in str(error) and 'run the task again' in str(error)
+
+
+def test_a_connection_that_cannot_be_opened_asks_for_the_daemon():
+    error = _libvirt.translate(rpc_error(libvirt.VIR_ERR_SYSTEM_ERROR, "Failed to connect socket to '/x': Connection refused"),
+                               connecting=True)
+    assert str(error).endswith('is the libvirt daemon (libvirtd or virtqemud) running and the URI right?')
