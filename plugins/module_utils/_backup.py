@@ -219,6 +219,17 @@ def normalise_regions(regions, size):
     return out
 
 
+def member_dirs(names):
+    """Every directory the member ``names`` lie in, the top ('') included."""
+    dirs = {''}
+    for name in names:
+        parent = os.path.dirname(name)
+        while parent:
+            dirs.add(parent)
+            parent = os.path.dirname(parent)
+    return dirs
+
+
 def dense(size):
     return [(0, size)] if size else []
 
@@ -1697,12 +1708,7 @@ class DirectorySource:
         if self.manifest is None:
             return
         expected = {entry['name']: entry for entry in self.manifest['files']}
-        dirs = {''}
-        for name in expected:
-            parent = os.path.dirname(name)
-            while parent:
-                dirs.add(parent)
-                parent = os.path.dirname(parent)
+        dirs = member_dirs(expected)
         for base, subdirs, files in os.walk(self.path):
             rel_base = os.path.relpath(base, self.path)
             rel_base = '' if rel_base == '.' else rel_base
@@ -1888,12 +1894,7 @@ class Reading:
                     raise BackupDamaged('its %s is damaged (not valid JSON)' % MANIFEST) from None
                 self.manifest = check_manifest(manifest)
                 expected = {entry['name']: entry for entry in manifest['files']}
-                expected_dirs = {''}
-                for name in expected:
-                    parent = os.path.dirname(name)
-                    while parent:
-                        expected_dirs.add(parent)
-                        parent = os.path.dirname(parent)
+                expected_dirs = member_dirs(expected)
                 if isinstance(self.source, DirectorySource):
                     self.source.manifest = manifest
                 continue

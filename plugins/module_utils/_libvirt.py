@@ -184,6 +184,10 @@ def looks_like_uuid(text):
     return len(text) in (32, 36)
 
 
+def not_found_text(ident, uri):
+    return "domain '%s' not found on %s: check the name with 'virsh list --all'" % (ident, uri)
+
+
 def lookup_domain(conn, ident):
     """Find a domain by name or UUID; raise ``DomainNotFound`` naming the way out."""
     try:
@@ -196,8 +200,7 @@ def lookup_domain(conn, ident):
         return conn.lookupByName(ident)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            raise DomainNotFound("domain '%s' not found on %s: check the name with 'virsh list --all'"
-                                 % (ident, conn.getURI())) from None
+            raise DomainNotFound(not_found_text(ident, conn.getURI())) from None
         raise translate(exc, "domain '%s'" % ident) from None
 
 

@@ -33,6 +33,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
     for_each,
     libvirt,
     lookup_domain,
+    not_found_text,
     parse_xml,
     qemu_img_info,
     resolve_domains,
@@ -883,7 +884,7 @@ def manage_snapshots(params, defaults, check_mode=False, diff_mode=False):
         diffs.append(outcome.pop('diff'))
         results.append(outcome)
     for label in missing:
-        text = "domain '%s' not found on %s: check the name with 'virsh list --all'" % (label, params['uri'])
+        text = not_found_text(label, params['uri'])
         failures.append((label, text))
         results.append(dict(domain=label, changed=False, msg=text))
     changed = any(entry['changed'] for entry in results)

@@ -206,20 +206,6 @@ def conn():
     connection.close()
 
 
-def build_seed(dom):
-    """The seed's tree, the seed's way: wordpress current."""
-    def take(name):
-        dom.snapshotCreateXML('<domainsnapshot><name>%s</name></domainsnapshot>' % name, 0)
-
-    take('pkg-updated')
-    take('desktop-live')
-    take('apache')
-    dom.revertToSnapshot(dom.snapshotLookupByName('desktop-live'))
-    take('nginx')
-    dom.revertToSnapshot(dom.snapshotLookupByName('pkg-updated'))
-    take('wordpress')
-
-
 def set_current(dom, name):
     snap = dom.snapshotLookupByName(name)
     dom.snapshotCreateXML(snap.getXMLDesc(0), libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
@@ -233,7 +219,7 @@ def set_current(dom, name):
     (libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN, True, False),
     (libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN_ONLY, False, True),
 ])
-def test_predict_delete_matches_libvirt(conn, target, current, flags, children, children_only):
+def test_predict_delete_matches_libvirt(conn, build_seed, target, current, flags, children, children_only):
     dom = conn.lookupByName('test')
     build_seed(dom)
     set_current(dom, current)
@@ -246,7 +232,7 @@ def test_predict_delete_matches_libvirt(conn, target, current, flags, children, 
     assert sorted(doomed) == sorted(set(before.by_name) - set(actual.by_name))
 
 
-def test_predict_current(conn):
+def test_predict_current(conn, build_seed):
     dom = conn.lookupByName('test')
     build_seed(dom)
     tree = predict_current(SnapshotTree.from_domain(dom), 'apache')
@@ -288,7 +274,7 @@ def test_description_is_edited_in_place(conn):
     assert not run(name='one', description='edited')['changed']
 
 
-def test_parent_branches_and_check_mode_leaves_current(conn):
+def test_parent_branches_and_check_mode_leaves_current(conn, build_seed):
     dom = conn.lookupByName('test')
     build_seed(dom)
     check = run(check_mode=True, name='php', parent='desktop-live')
@@ -310,7 +296,7 @@ def test_create_that_lost_a_race_is_ok(conn):
     assert names(conn) == ['raced']
 
 
-def test_absent_current_reverted(conn):
+def test_absent_current_reverted(conn, build_seed):
     dom = conn.lookupByName('test')
     build_seed(dom)
     assert not run(name='ghost', state='absent')['changed']

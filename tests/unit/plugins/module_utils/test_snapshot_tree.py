@@ -33,23 +33,12 @@ SEED_TREE = (
 
 
 @pytest.fixture
-def seed_domain():
+def seed_domain(build_seed):
     """The test driver's running domain with the seed's branched tree: wordpress is current."""
     libvirt.registerErrorHandler(lambda *args: None, None)
     conn = libvirt.open('test:///default')
     dom = conn.lookupByName('test')
-
-    def take(name, description=''):
-        dom.snapshotCreateXML('<domainsnapshot><name>%s</name><description>%s</description></domainsnapshot>'
-                              % (name, description), 0)
-
-    take('pkg-updated', 'packages updated')
-    take('desktop-live')
-    take('apache')
-    dom.revertToSnapshot(dom.snapshotLookupByName('desktop-live'))
-    take('nginx')
-    dom.revertToSnapshot(dom.snapshotLookupByName('pkg-updated'))
-    take('wordpress')
+    build_seed(dom)
     yield dom
     # test:///default lives as long as the process: leave it as we found it.
     for snap in dom.listAllSnapshots(libvirt.VIR_DOMAIN_SNAPSHOT_LIST_ROOTS):
