@@ -18,9 +18,10 @@ files::
 
 Sparse files stay sparse: only their data regions (``SEEK_DATA``/``SEEK_HOLE``)
 are read, stored (GNU tar's sparse format 1.0 in the archive) and hashed. A
-file's ``sha256`` is the SHA-256 of its data regions in order; for a file
-without holes that is exactly what ``sha256sum`` prints. The regions are in
-the manifest, so a copy can be checked whatever its own layout.
+file's ``sha256`` is the SHA-256 of the SHA-256s of its 64 KiB pieces (see
+ContentDigest): holes cost nothing to hash and pieces hash on all cores. It is
+not what ``sha256sum`` prints. The regions are in the manifest, so a copy can
+be checked whatever its own layout.
 
 Everything streams through fixed buffers: memory does not grow with disk size.
 Reading a backup (verify or restore) is one pass; a restore writes every file
@@ -30,6 +31,7 @@ only after the whole backup checked out.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import errno
 import fcntl
@@ -46,7 +48,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
     Connection,
@@ -501,13 +503,30 @@ class ContentDigest:
             if self.pos == end and self.part is not None:
                 self._close()
 
+    def add_piece_digests(self, first, digests):
+        """Feed the digests of whole pieces from piece number ``first`` on (a short last piece included)."""
+        self._zeros_to(first * PIECE)
+        if self.part is not None:
+            raise OperationFailed('piece digests out of order at piece %d' % first)
+        self.top.update(digests)
+        self.pos = min(self.pos + len(digests) // 32 * PIECE, self.size)
+
     def hexdigest(self):
         self._zeros_to(self.size)
         return self.top.hexdigest()
 
 
 PARALLEL_MIN = 4 * PIECE
+DIGEST_UNIT = 64 * PIECE    # what one job of file_digest reads and hashes: 4 MiB
 _HASHERS = []
+
+
+def hash_pool():
+    """The threads that hash pieces (hashlib releases the GIL): one per core, at most 8."""
+    if not _HASHERS:
+        workers = min(os.cpu_count() or 1, 8)
+        _HASHERS.append((ThreadPoolExecutor(max_workers=workers, thread_name_prefix='kvm-snapshots-hash'), workers))
+    return _HASHERS[0]
 
 
 def _piece_digests(buf, view, start, count):
@@ -522,20 +541,87 @@ def _piece_digests(buf, view, start, count):
 
 def hash_pieces(buf, view, start, count):
     """The digests of ``count`` whole pieces from ``start``, computed on up to all cores."""
-    if not _HASHERS:
-        workers = min(max((os.cpu_count() or 1) - 1, 0), 7)
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix='kvm-snapshots-hash') if workers else None
-        _HASHERS.append((pool, workers))
-    pool, workers = _HASHERS[0]
-    if pool is None or count < 4:
+    pool, workers = hash_pool()
+    if workers < 2 or count < 4:
         return _piece_digests(buf, view, start, count)
-    parts = min(workers + 1, count)
+    parts = min(workers, count)
     share = -(-count // parts)
     futures = []
     for first in range(share, count, share):
         futures.append(pool.submit(_piece_digests, buf, view, start + first * PIECE, min(share, count - first)))
     head = _piece_digests(buf, view, start, min(share, count))
     return head + b''.join(future.result() for future in futures)
+
+
+def data_pieces(regions):
+    """The pieces that hold data, as merged ``[first, end)`` ranges of piece numbers."""
+    runs = []
+    for offset, length in regions:
+        if length <= 0:
+            continue
+        first, end = offset // PIECE, -(-(offset + length) // PIECE)
+        if runs and first <= runs[-1][1]:
+            runs[-1][1] = max(runs[-1][1], end)
+        else:
+            runs.append([first, end])
+    return runs
+
+
+def _digest_unit(fd, size, first, count, buf):
+    """Read pieces ``first`` .. ``first + count`` of ``fd`` into ``buf`` and return their digests."""
+    start = first * PIECE
+    length = min(count * PIECE, size - start)
+    view = memoryview(buf)
+    got = 0
+    while got < length:
+        done = os.preadv(fd, [view[got:length]], start + got)
+        if done <= 0:
+            raise OperationFailed('file shrank while being read at offset %d' % (start + got))
+        got += done
+    whole = length // PIECE
+    out = _piece_digests(buf, view, 0, whole)
+    if length % PIECE:
+        out += hashlib.sha256(view[whole * PIECE:length]).digest()
+    return out
+
+
+def file_digest(fd, size, regions):
+    """The ContentDigest of the open file ``fd``, its data pieces read and hashed on all cores.
+
+    Every job reads its own 4 MiB with ``pread``, so reading overlaps hashing and
+    no core waits for another; pieces outside ``regions`` are not read at all.
+    At most two jobs per core are in flight: memory stays bounded.
+    """
+    pool, workers = hash_pool()
+    buffers = queue.Queue()
+    for _count in range(2 * workers):
+        buffers.put(bytearray(DIGEST_UNIT))
+    digest = ContentDigest(size)
+    pending = collections.deque()
+
+    def settle_one():
+        first, future, buf = pending.popleft()
+        try:
+            digests = future.result()
+        finally:
+            buffers.put(buf)
+        digest.add_piece_digests(first, digests)
+
+    try:
+        for first, end in data_pieces(regions):
+            for unit in range(first, end, DIGEST_UNIT // PIECE):
+                if buffers.empty():
+                    settle_one()
+                buf = buffers.get()
+                count = min(DIGEST_UNIT // PIECE, end - unit)
+                pending.append((unit, pool.submit(_digest_unit, fd, size, unit, count, buf), buf))
+        while pending:
+            settle_one()
+    finally:
+        for _first, future, _buf in pending:
+            future.cancel()
+        wait([future for _first, future, _buf in pending])
+    return digest.hexdigest()
 
 
 def digest_bytes(data):
@@ -913,9 +999,28 @@ class ArchiveSink:
         return os.fstat(self.fd).st_size
 
 
-def _hash_and_write(digest, writer, pos, buf, count):
-    digest.update(pos, buf, count)
-    writer.write(pos, buf, count)
+def copy_regions(src, dst, regions):
+    """Copy the data regions of ``src`` into ``dst`` at the same offsets, in the kernel where it can."""
+    flusher = Flusher(dst)
+    writer = buf = None   # the read/write way, where copy_file_range cannot
+    for offset, length in regions:
+        pos, end = offset, offset + length
+        while pos < end:
+            if writer is None:
+                try:
+                    done = os.copy_file_range(src, dst, min(FLUSH_EVERY, end - pos), pos, pos)
+                except OSError as exc:
+                    if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                        raise
+                    writer, buf = SparseWriter(dst), bytearray(CHUNK)
+                    continue
+                flusher.wrote(pos + done)
+            else:
+                done = os.preadv(src, [memoryview(buf)[:min(CHUNK, end - pos)]], pos)
+                writer.write(pos, buf, done)
+            if done <= 0:
+                raise OperationFailed('file shrank while being read at offset %d' % pos)
+            pos += done
 
 
 class DirectorySink:
@@ -923,7 +1028,6 @@ class DirectorySink:
 
     def __init__(self, root):
         self.root = root
-        self.buf = bytearray(CHUNK)
         self.dirs = [root]
 
     def _path(self, rel):
@@ -948,40 +1052,24 @@ class DirectorySink:
     def add_file(self, rel, src, size, regions):
         fd = create_file(self._path(rel))
         try:
-            digest = ContentDigest(size)
-            cloned = False
             try:
                 fcntl.ioctl(fd, FICLONE, src)
                 cloned = True
             except OSError:
-                pass  # no reflinks here (or across file systems): copy
+                cloned = False  # no reflinks here (or across file systems)
             if cloned:
-                for pos, count in read_chunks(src, regions, self.buf):
-                    digest.update(pos, self.buf, count)
+                digest = file_digest(src, size, regions)
             else:
-                writer = SparseWriter(fd)
-                pipe = Pipeline()
-                try:
-                    for offset, length in regions:
-                        pos, end = offset, offset + length
-                        while pos < end:
-                            buf = pipe.acquire()
-                            count = os.preadv(src, [memoryview(buf)[:min(len(buf), end - pos)]], pos)
-                            if count <= 0:
-                                pipe.release(buf)
-                                raise OperationFailed('file shrank while being read at offset %d' % pos)
-                            # hashing on the writer thread: it overlaps the next read (both drop the GIL)
-                            pipe.submit(_hash_and_write, (digest, writer, pos, buf, count), buf)
-                            pos += count
-                    pipe.drain()
-                finally:
-                    pipe.error = pipe.error or OperationFailed('stopped')
-                    pipe.close()
+                # the kernel copies on one thread while the others read and hash
+                with ThreadPoolExecutor(max_workers=1, thread_name_prefix='kvm-snapshots-copy') as copier:
+                    copied = copier.submit(copy_regions, src, fd, regions)
+                    digest = file_digest(src, size, regions)
+                copied.result()
                 os.ftruncate(fd, size)
             os.fsync(fd)
         finally:
             os.close(fd)
-        return digest.hexdigest()
+        return digest
 
     def close(self):
         for directory in self.dirs:
