@@ -2,7 +2,7 @@
 # Prepare this host to develop and test kvm.snapshots. Idempotent and fast
 # when everything is already in place. Needs root for apt and the daemons.
 #
-#   - Debian packages: libvirt, QEMU, qemu-img, OVMF, zstd, build deps
+#   - Debian packages: libvirt, QEMU, qemu-img, OVMF, swtpm, zstd, build deps
 #   - /dev/kvm usable by QEMU (group kvm, mode 0660)
 #   - virtlogd and libvirtd running (started with -d: there is no systemd)
 #   - /var/lib/libvirt/images present
@@ -27,6 +27,8 @@ APT_PACKAGES=(
     pkg-config
     zstd
     ovmf
+    swtpm
+    swtpm-tools
     python3-libvirt
     python3-lxml
     python3-venv
