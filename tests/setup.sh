@@ -16,6 +16,7 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${REPO_ROOT}/.venv"
 PYTHON="${PYTHON:-python3.11}"
 LIBVIRT_URI="qemu:///system"
+PACKAGES_ADDED=0
 
 APT_PACKAGES=(
     libvirt-daemon-system
@@ -67,6 +68,19 @@ install_packages() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
+    PACKAGES_ADDED=1
+}
+
+fix_swtpm_localca() {
+    # swtpm_setup runs as libvirt's swtpm_user, tss. A libvirtd started before
+    # the tss user existed ran it as root, and the root-owned files it left in
+    # the local CA's directory make every later TPM start fail.
+    local dir=/var/lib/swtpm-localca
+    getent passwd tss >/dev/null && [ -d "${dir}" ] || return 0
+    [ -n "$(find "${dir}" ! -user tss -print -quit)" ] || return 0
+    is_root || die "${dir} holds files not owned by tss and not root to fix it"
+    chown -R tss:root "${dir}"
+    log "${dir}: given back to tss"
 }
 
 fix_dev_kvm() {
@@ -114,6 +128,12 @@ start_daemons() {
         is_root || die "virtlogd is not running and not root to start it"
         log "virtlogd: starting"
         virtlogd -d
+    fi
+    if daemon_running libvirtd && [ "${PACKAGES_ADDED}" = 1 ]; then
+        # it reads users and helper programs (swtpm, OVMF) when it starts
+        log "libvirtd: restarting for the packages just installed"
+        kill "$(cat /run/libvirtd.pid)"
+        for _ in $(seq 1 30); do daemon_running libvirtd || break; sleep 1; done
     fi
     if daemon_running libvirtd || libvirt_answers; then
         log "libvirtd: running"
@@ -230,6 +250,7 @@ main() {
     if [ "${SKIP_HOST_SETUP:-0}" != 1 ]; then
         install_packages
         fix_dev_kvm
+        fix_swtpm_localca
         ensure_locale
         prepare_storage
         start_daemons
