@@ -65,7 +65,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
     qemu_img_info,
     translate,
 )
-from ansible_collections.kvm.snapshots.plugins.module_utils._snapshot import SnapshotTree
+from ansible_collections.kvm.snapshots.plugins.module_utils._snapshot import SnapshotTree, is_uefi, redefine_snapshot
 
 
 FORMAT = 'kvm.snapshots.vm_backup'
@@ -483,24 +483,19 @@ class ContentDigest:
         while index < count:
             end = self._piece_end()
             take = min(end - self.pos, count - index)
-            if self.part is None and take == PIECE and count - index >= PARALLEL_MIN:
-                # A run of whole pieces: hash them on several cores (hashlib releases the GIL).
+            if self.part is None and take == PIECE:
+                # A run of whole pieces: hash_pieces spreads a long one over several cores.
                 whole = (count - index) // PIECE
-                if self.pos + whole * PIECE > self.size:
-                    whole = (self.size - self.pos) // PIECE
                 self.top.update(hash_pieces(buf, view, index, whole))
                 index += whole * PIECE
                 self.pos += whole * PIECE
                 continue
-            if self.part is None and take == PIECE and buf.startswith(PIECE_ZEROS, index):
-                self.top.update(ZERO_PIECE_DIGEST)
-            else:
-                if self.part is None:
-                    self.part = hashlib.sha256()
-                self.part.update(view[index:index + take])
+            if self.part is None:
+                self.part = hashlib.sha256()
+            self.part.update(view[index:index + take])
             index += take
             self.pos += take
-            if self.pos == end and self.part is not None:
+            if self.pos == end:
                 self._close()
 
     def add_piece_digests(self, first, digests):
@@ -516,7 +511,6 @@ class ContentDigest:
         return self.top.hexdigest()
 
 
-PARALLEL_MIN = 4 * PIECE
 DIGEST_UNIT = 64 * PIECE    # what one job of file_digest reads and hashes: 4 MiB
 _HASHERS = []
 
@@ -653,6 +647,13 @@ def create_file(path, mode=0o600):
     return fd
 
 
+def write_all(fd, data):
+    """``os.write`` until all of ``data`` is written (a pipe takes it piece by piece)."""
+    view = memoryview(data)
+    while len(view):
+        view = view[os.write(fd, view):]
+
+
 def make_dir(path, mode=0o700):
     os.mkdir(path, mode)
     os.chmod(path, mode)
@@ -737,7 +738,7 @@ def no_space(exc):
 
 
 def read_chunks(fd, regions, buf):
-    """Yield ``n`` for each piece of ``regions`` read into ``buf[:n]``, in order."""
+    """Yield ``(offset, n)`` for each piece of ``regions`` read into ``buf[:n]``, in order."""
     view = memoryview(buf)
     for offset, length in regions:
         pos, end = offset, offset + length
@@ -899,10 +900,8 @@ class ArchiveSink:
         self.pipe.submit(self._write_now, (bytes(data),))
 
     def _write_now(self, data):
-        view = memoryview(data)
         try:
-            while len(view):
-                view = view[os.write(self.out, view):]
+            write_all(self.out, data)
         except BrokenPipeError:
             raise OperationFailed('zstd stopped: %s' % self._zstd_error()) from None
         self.written += len(data)
@@ -1002,25 +1001,23 @@ class ArchiveSink:
 def copy_regions(src, dst, regions):
     """Copy the data regions of ``src`` into ``dst`` at the same offsets, in the kernel where it can."""
     flusher = Flusher(dst)
-    writer = buf = None   # the read/write way, where copy_file_range cannot
-    for offset, length in regions:
+    for index, (offset, length) in enumerate(regions):
         pos, end = offset, offset + length
         while pos < end:
-            if writer is None:
-                try:
-                    done = os.copy_file_range(src, dst, min(FLUSH_EVERY, end - pos), pos, pos)
-                except OSError as exc:
-                    if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                        raise
-                    writer, buf = SparseWriter(dst), bytearray(CHUNK)
-                    continue
-                flusher.wrote(pos + done)
-            else:
-                done = os.preadv(src, [memoryview(buf)[:min(CHUNK, end - pos)]], pos)
-                writer.write(pos, buf, done)
+            try:
+                done = os.copy_file_range(src, dst, min(FLUSH_EVERY, end - pos), pos, pos)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                # the kernel cannot copy between these two files: read and write the rest
+                writer, buf = SparseWriter(dst), bytearray(CHUNK)
+                for at, count in read_chunks(src, [(pos, end - pos)] + regions[index + 1:], buf):
+                    writer.write(at, buf, count)
+                return
             if done <= 0:
                 raise OperationFailed('file shrank while being read at offset %d' % pos)
             pos += done
+            flusher.wrote(pos)
 
 
 class DirectorySink:
@@ -1041,9 +1038,7 @@ class DirectorySink:
     def add_bytes(self, rel, data):
         fd = create_file(self._path(rel))
         try:
-            view = memoryview(data)
-            while len(view):
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -1090,9 +1085,6 @@ class DirectorySink:
 # What a domain's backup holds
 # --------------------------------------------------------------------------
 
-XML_SECURE_INACTIVE = 1 | 2   # VIR_DOMAIN_XML_SECURE | VIR_DOMAIN_XML_INACTIVE
-
-
 class Plan:
     """Everything one backup of one domain will hold, found before anything is written."""
 
@@ -1138,7 +1130,7 @@ class Plan:
             memory = snap_root.find('memory')
             if memory is not None and memory.get('file'):
                 self._add_plain(memory.get('file'), 'memory', snapshot=name)
-            for path in referenced_files(etree.tostring(snap_root)):
+            for path in referenced_files(self.tree.by_name[name].xml):
                 if path not in self.by_path and os.path.realpath(path) not in self.by_path:
                     if os.path.exists(path):
                         self._chain(path, 'snapshot-disk', None, snapshot=name)
@@ -1169,9 +1161,7 @@ class Plan:
         nvram = os_el.find('nvram')
         path = nvram.text.strip() if nvram is not None and nvram.text else None
         if path is None:
-            loader = os_el.find('loader')
-            efi = os_el.get('firmware') == 'efi' or (loader is not None and loader.get('type') == 'pflash')
-            if not efi:
+            if not is_uefi(self.root):
                 return
             path = os.path.join(NVRAM_DIR, '%s_VARS.fd' % self.name)  # libvirt's default
         if os.path.isfile(path):
@@ -2131,7 +2121,6 @@ class StagedFile:
         self.fd = create_file(self.path)
         try_lock(self.fd)
         self.writer = SparseWriter(self.fd)
-        self.done = False
 
     def write(self, offset, buf, count):
         self.writer.write(offset, buf, count)
@@ -2143,7 +2132,6 @@ class StagedFile:
             os.fchown(self.fd, self.entry['uid'], self.entry['gid'])
         os.fchmod(self.fd, mode)
         os.fsync(self.fd)
-        self.done = True
 
     def close(self):
         if self.fd is not None:
@@ -2409,7 +2397,7 @@ class Restorer:
         if self.existing is not None:
             old_xml = self.existing.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_INACTIVE)
             old_tree = SnapshotTree.from_domain(self.existing, secure=True)
-            old_snaps = [(n, old_tree.by_name[n].xml, n == old_tree.current) for n in old_tree.topological()]
+            old_snaps = [(n, old_tree.by_name[n].xml, old_tree.by_name[n].is_current) for n in old_tree.topological()]
         moved = []      # (final, aside)
         placed = []
         defined = None
@@ -2433,10 +2421,7 @@ class Restorer:
             defined = self.conn.defineXML(self.domain_xml)
             current = self.manifest['snapshots'].get('current')
             for snap, xml in self.snapshot_xml:
-                flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
-                if snap == current:
-                    flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
-                defined.snapshotCreateXML(xml, flags)
+                redefine_snapshot(defined, xml, snap == current)
             if self.manifest['domain'].get('autostart'):
                 defined.setAutostart(1)
         except BaseException as exc:
@@ -2477,10 +2462,7 @@ class Restorer:
             try:
                 old = self.conn.defineXML(old_xml)
                 for _name, xml, is_current in old_snaps:
-                    flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
-                    if is_current:
-                        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
-                    old.snapshotCreateXML(xml, flags)
+                    redefine_snapshot(old, xml, is_current)
             except libvirt.libvirtError:
                 pass
 

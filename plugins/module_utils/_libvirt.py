@@ -220,7 +220,7 @@ def resolve_domains(conn, patterns):
     for pattern in patterns:
         if is_glob(pattern):
             if everything is None:
-                everything = sorted(conn.listAllDomains(0), key=lambda dom: dom.name())
+                everything = [dom for _name, dom in all_domains(conn)]
             matches = [dom for dom in everything if fnmatch.fnmatchcase(dom.name(), pattern)]
         else:
             try:

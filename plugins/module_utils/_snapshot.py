@@ -272,7 +272,7 @@ def domain_facts(dom, filters, sizes=False, xml=False, strict=True):
         if strict:
             raise
         names = []
-    disks = disk_sizes(parse_xml(dom.XMLDesc(0))) if sizes else None
+    disks = disk_sizes(_domain_xml(dom)) if sizes else None
     snapshots = []
     for name in names:
         entry = tree.facts(name)
@@ -609,11 +609,17 @@ def snapshot_exists(dom, name):
     return True
 
 
+def redefine_snapshot(dom, xml, current):
+    """Define a snapshot from its XML (metadata only), as the current one when ``current``."""
+    flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
+    if current:
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
+    dom.snapshotCreateXML(xml, flags)
+
+
 def set_current(dom, name):
     """Make ``name`` current without reverting, as ``virsh snapshot-current DOMAIN NAME`` does."""
-    snapshot = dom.snapshotLookupByName(name, 0)
-    dom.snapshotCreateXML(_secure_xml(snapshot), libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
-                          | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT)
+    redefine_snapshot(dom, _secure_xml(dom.snapshotLookupByName(name, 0)), current=True)
 
 
 def set_description(dom, name, description, is_current):
@@ -627,10 +633,7 @@ def set_description(dom, name, description, is_current):
         node.text = description
     else:
         root.remove(node)
-    flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
-    if is_current:
-        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
-    dom.snapshotCreateXML(etree.tostring(root, encoding='unicode'), flags)
+    redefine_snapshot(dom, etree.tostring(root, encoding='unicode'), is_current)
 
 
 def _domain_xml(dom):
@@ -846,8 +849,8 @@ def _pruned(dom, label, tree, params, check_mode):
 STATE_HANDLERS = dict(present=_present, absent=_absent, reverted=_reverted, current=_current, pruned=_pruned)
 
 
-def manage_domain(dom, params, check_mode):
-    """Bring one domain's snapshots to ``params['state']``; its result entry (with ``diff``)."""
+def manage_domain(dom, params, check_mode, diff_mode=False):
+    """Bring one domain's snapshots to ``params['state']``; its result entry (with ``diff`` in diff mode)."""
     label = dom.name()
     before = SnapshotTree.from_domain(dom)
     state = params['state']
@@ -858,8 +861,9 @@ def manage_domain(dom, params, check_mode):
     if deleted is not None:
         result['deleted'] = deleted
     result['tree'] = after.render()
-    result['diff'] = dict(before=before.render(), after=after.render(),
-                          before_header='%s snapshots' % label, after_header='%s snapshots' % label)
+    if diff_mode:
+        result['diff'] = dict(before=result['tree'] if after is before else before.render(), after=result['tree'],
+                              before_header='%s snapshots' % label, after_header='%s snapshots' % label)
     return result
 
 
@@ -868,20 +872,17 @@ def manage_snapshots(params, defaults, check_mode=False, diff_mode=False):
     validate(params, defaults)
     with Connection(params['uri']) as conn:
         if params['domain'] is not None:
-            outcome = manage_domain(lookup_domain(conn, params['domain']), params, check_mode)
-            diff = outcome.pop('diff')
-            if diff_mode:
-                outcome['diff'] = diff
-            return outcome
+            return manage_domain(lookup_domain(conn, params['domain']), params, check_mode, diff_mode)
         found, missing = resolve_domains(conn, params['domains'])
-        outcomes = for_each(found, lambda _label, dom: manage_domain(dom, params, check_mode))
+        outcomes = for_each(found, lambda _label, dom: manage_domain(dom, params, check_mode, diff_mode))
     results, diffs, failures = [], [], []
     for label, outcome, error in outcomes:
         if error is not None:
             failures.append((label, str(error)))
             results.append(dict(domain=label, changed=False, msg=str(error)))
             continue
-        diffs.append(outcome.pop('diff'))
+        if diff_mode:
+            diffs.append(outcome.pop('diff'))
         results.append(outcome)
     for label in missing:
         text = not_found_text(label, params['uri'])
