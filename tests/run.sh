@@ -207,7 +207,6 @@ stage_lint() {
     for p in roles playbooks; do
         [ -d "${COLL_DIR}/${p}" ] && paths+=("${p}")
     done
-    : >"${LOG_DIR}/lint.log"
     if [ "${#paths[@]}" -gt 0 ]; then
         if run_logged "${LOG_DIR}/lint-content.log" env ANSIBLE_COLLECTIONS_PATH="${BUILD_DIR}" \
             ansible-lint --offline --nocolor -c .ansible-lint "${paths[@]}"; then

@@ -108,9 +108,8 @@ def sync():
 class Measure:
     """One timed run: wall seconds, peak RSS (KiB) and whatever the case records."""
 
-    def __init__(self, seconds, rss_kib=None, self_kib=None, children_kib=None, **extra):
+    def __init__(self, seconds, self_kib=None, children_kib=None, **extra):
         self.seconds = seconds
-        self.rss_kib = rss_kib
         self.self_kib = self_kib
         self.children_kib = children_kib
         self.extra = extra
@@ -126,7 +125,6 @@ class Bench:
         self.conn = None
         self.conn_daemon = None
         self.rows = []           # table rows
-        self.notes = []          # lines for the report
         self.rss = []            # (case, variant, self_kib, children_kib)
         self.raw = {}            # case -> {variant: [seconds]}
         self.domain_type = None
@@ -170,7 +168,7 @@ class Bench:
         with open(out_path, 'wb') as out:
             start = time.perf_counter()
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(self.work))
-            _pid, status, usage = os.wait4(proc.pid, 0)
+            _pid, status = os.waitpid(proc.pid, 0)
             seconds = time.perf_counter() - start
             proc.returncode = os.waitstatus_to_exitcode(status)
         text = out_path.read_text(errors='replace')
@@ -182,7 +180,7 @@ class Bench:
             data = json.loads(ru_path.read_text())
             self_kib, children_kib = data['self_kib'], data['children_kib']
             ru_path.unlink()
-        return Measure(seconds, rss_kib=usage.ru_maxrss, self_kib=self_kib, children_kib=children_kib,
+        return Measure(seconds, self_kib=self_kib, children_kib=children_kib,
                        output=text, rc=proc.returncode)
 
     def module(self, name, args, check=True):
@@ -306,12 +304,10 @@ class Bench:
         """Wait for libvirtd to answer again (other sessions' tests restart it); True when it does."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                self.conn = None
-                self.lv().getLibVersion()
+            self.conn = None
+            if self.answers():
                 return True
-            except libvirt.libvirtError:
-                time.sleep(2)
+            time.sleep(2)
         return False
 
     def pick_domain_type(self):
@@ -908,9 +904,9 @@ class Bench:
         def ours(rep):
             return self.module('vm_backup', self.backup_args(big['name'], out / 'ours', format='directory'))
 
-        def cp(rep, extra=''):
+        def cp(rep):
             (out / 'base').mkdir(parents=True, exist_ok=True)
-            return self.timed('cp --sparse=always %s %s %s' % (extra, files, out / 'base'))
+            return self.timed('cp --sparse=always %s %s' % (files, out / 'base'))
 
         def durable(rep):
             (out / 'base').mkdir(parents=True, exist_ok=True)
@@ -951,10 +947,8 @@ class Bench:
             (outx / 'base').mkdir(parents=True, exist_ok=True)
             return self.timed('cp --sparse=always %s %s %s' % (extra, files_x, outx / 'base'))
 
-        def reflinked(rep, m):
-            self.clear(outx / 'ours')
         res = self.interleave('7x', [
-            ('ours', oursx, lambda rep: sync(), reflinked, None),
+            ('ours', oursx, lambda rep: sync(), lambda rep, m: self.clear(outx / 'ours'), None),
             ('cp-never', lambda rep: cpx(rep, '--reflink=never'), lambda rep: sync(),
              lambda rep, m: self.clear(outx / 'base'), None),
             ('cp', lambda rep: cpx(rep, ''), lambda rep: sync(), lambda rep, m: self.clear(outx / 'base'), None),
@@ -1181,14 +1175,14 @@ class Bench:
                 state = json.loads(state_path.read_text())
             except (OSError, ValueError):
                 state = dict(rows=[], rss=[], raw={})
-            ran = {case_of(r['case']) for r in self.rows} | {int(c.split('-')[0].rstrip('x')) for c in self.raw}
+            ran = {case_of(r['case']) for r in self.rows} | {case_of(c) for c in self.raw}
             ran |= cases if cases == set(range(1, 11)) else set()
             state['rows'] = [r for r in state['rows'] if case_of(r['case']) not in ran] + self.rows
             state['rows'].sort(key=lambda r: (case_of(r['case']), r['case']))
             state['rss'] = [e for e in state['rss'] if case_of(e['case']) not in ran] + rss
             state['rss'].sort(key=lambda e: (case_of(e['case']), e['case'], e['run']))
             state['raw'] = {k: v for k, v in state.get('raw', {}).items()
-                            if int(k.split('-')[0].rstrip('x')) not in ran}
+                            if case_of(k) not in ran}
             state['raw'].update(self.raw)
             state['errors'] = [e for e in state.get('errors', []) if e.get('case') not in cases | ran] + [
                 dict(case=case_of(e.split(':')[0].split()[-1]), text=e, when=when) for e in self.errors]
@@ -1304,7 +1298,7 @@ def main():
         return 0
     cases = parse_cases(opts.cases)
     started = time.monotonic()
-    log('cases %s, %s; work dir %s, cache %s' % (','.join(str(c) for c in sorted(cases)),
+    log('cases %s, %s; work dir %s, cache %s' % (fmt_cases(cases),
                                                  'quick' if opts.quick else 'full', opts.work, opts.cache))
     try:
         bench.run(cases)

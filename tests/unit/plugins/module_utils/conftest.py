@@ -25,5 +25,22 @@ def _build_seed(dom):
 
 
 @pytest.fixture
-def build_seed():
-    return _build_seed
+def conn():
+    """libvirt's in-process test:///default driver (no daemon)."""
+    libvirt = pytest.importorskip('libvirt')
+    libvirt.registerErrorHandler(lambda *args: None, None)
+    connection = libvirt.open('test:///default')
+    yield connection
+    # test:///default lives as long as the process: leave it as we found it.
+    for dom in connection.listAllDomains(0):
+        for snap in dom.listAllSnapshots(libvirt.VIR_DOMAIN_SNAPSHOT_LIST_ROOTS):
+            snap.delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN)
+    connection.close()
+
+
+@pytest.fixture
+def seed_domain(conn):
+    """The test driver's running domain with the seed's branched tree: wordpress is current."""
+    dom = conn.lookupByName('test')
+    _build_seed(dom)
+    return dom

@@ -195,17 +195,6 @@ def test_prune_same_second_goes_by_tree_position():
 
 # ---- the driver: predictions equal what libvirt does
 
-@pytest.fixture
-def conn():
-    libvirt.registerErrorHandler(lambda *args: None, None)
-    connection = libvirt.open('test:///default')
-    yield connection
-    for dom in connection.listAllDomains(0):
-        for snap in dom.listAllSnapshots(libvirt.VIR_DOMAIN_SNAPSHOT_LIST_ROOTS):
-            snap.delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN)
-    connection.close()
-
-
 def set_current(dom, name):
     snap = dom.snapshotLookupByName(name)
     dom.snapshotCreateXML(snap.getXMLDesc(0), libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
@@ -219,9 +208,8 @@ def set_current(dom, name):
     (libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN, True, False),
     (libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN_ONLY, False, True),
 ])
-def test_predict_delete_matches_libvirt(conn, build_seed, target, current, flags, children, children_only):
-    dom = conn.lookupByName('test')
-    build_seed(dom)
+def test_predict_delete_matches_libvirt(seed_domain, target, current, flags, children, children_only):
+    dom = seed_domain
     set_current(dom, current)
     before = SnapshotTree.from_domain(dom)
     predicted, doomed = predict_delete(before, target, children, children_only)
@@ -232,10 +220,8 @@ def test_predict_delete_matches_libvirt(conn, build_seed, target, current, flags
     assert sorted(doomed) == sorted(set(before.by_name) - set(actual.by_name))
 
 
-def test_predict_current(conn, build_seed):
-    dom = conn.lookupByName('test')
-    build_seed(dom)
-    tree = predict_current(SnapshotTree.from_domain(dom), 'apache')
+def test_predict_current(seed_domain):
+    tree = predict_current(SnapshotTree.from_domain(seed_domain), 'apache')
     assert tree.current == 'apache'
     assert [n for n, s in tree.by_name.items() if s.is_current] == ['apache']
 
@@ -274,9 +260,8 @@ def test_description_is_edited_in_place(conn):
     assert not run(name='one', description='edited')['changed']
 
 
-def test_parent_branches_and_check_mode_leaves_current(conn, build_seed):
-    dom = conn.lookupByName('test')
-    build_seed(dom)
+def test_parent_branches_and_check_mode_leaves_current(conn, seed_domain):
+    dom = seed_domain
     check = run(check_mode=True, name='php', parent='desktop-live')
     assert check['snapshot']['parent'] == 'desktop-live'
     assert SnapshotTree.from_domain(dom).current == 'wordpress'
@@ -296,9 +281,8 @@ def test_create_that_lost_a_race_is_ok(conn):
     assert names(conn) == ['raced']
 
 
-def test_absent_current_reverted(conn, build_seed):
-    dom = conn.lookupByName('test')
-    build_seed(dom)
+def test_absent_current_reverted(conn, seed_domain):
+    dom = seed_domain
     assert not run(name='ghost', state='absent')['changed']
     assert run(name='nginx', state='current')['changed']
     assert not run(name='nginx', state='current')['changed']

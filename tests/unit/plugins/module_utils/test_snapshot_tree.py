@@ -32,20 +32,6 @@ SEED_TREE = (
 )
 
 
-@pytest.fixture
-def seed_domain(build_seed):
-    """The test driver's running domain with the seed's branched tree: wordpress is current."""
-    libvirt.registerErrorHandler(lambda *args: None, None)
-    conn = libvirt.open('test:///default')
-    dom = conn.lookupByName('test')
-    build_seed(dom)
-    yield dom
-    # test:///default lives as long as the process: leave it as we found it.
-    for snap in dom.listAllSnapshots(libvirt.VIR_DOMAIN_SNAPSHOT_LIST_ROOTS):
-        snap.delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN)
-    conn.close()
-
-
 def test_render_matches_virsh(seed_domain):
     assert SnapshotTree.from_domain(seed_domain).render() == SEED_TREE
 
