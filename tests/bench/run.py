@@ -130,6 +130,8 @@ class Bench:
         self.domain_type = None
         self.errors = []
         self.seq = 0
+        # what is measured: the commit and the work tree as the run starts
+        self.provenance = provenance()
 
     # ------------------------------------------------------------ plumbing
 
@@ -255,8 +257,12 @@ class Bench:
         ratios = [m.seconds / by_rep[r] for r, m in ours if r in by_rep and by_rep[r] > 0]
         return statistics.median(ratios) if ratios else None
 
-    def row(self, case, work, ours, base, limit, note='', ours_label=None, base_label=None, higher_ok=False):
-        """One table line; ratio = ours / baseline (median of paired ratios). ``limit``: ratio <= limit."""
+    def row(self, case, work, ours, base, limit, note='', ours_label=None, base_label=None, higher_ok=False,
+            extrapolated=False):
+        """One table line; ratio = ours / baseline (median of paired ratios). ``limit``: ratio <= limit.
+
+        ``extrapolated``: the baseline ran on a sample and its time was scaled, it was not measured whole.
+        """
         ratio = self.paired_ratio(ours, base)
         if limit is None:
             target, met = 'report', '-'
@@ -267,7 +273,7 @@ class Bench:
             met = 'yes' if ratio is not None and ratio <= limit else 'NO'
         self.rows.append(dict(case=case, work=work, ours=self.median(ours), base=self.median(base), ratio=ratio,
                               target=target, met=met, note=note, ours_label=ours_label, base_label=base_label,
-                              n=(len(ours), len(base))))
+                              n=(len(ours), len(base)), extrapolated=extrapolated, load=load_now()))
 
     # ------------------------------------------------------------ libvirt helpers
 
@@ -893,7 +899,7 @@ class Bench:
                     '; seed run on the first %d MiB of each file, time and size scaled x%.1f'
                     % (sample_mib, scale) if sample_mib else '; the seed ran once (it takes ~1 MB/s here)'),
                  ours_label='vm_backup defaults (archive, zstd 3, all cores)',
-                 base_label="tar -I 'zstd -19 -T0 --long=31' -cvpSf")
+                 base_label="tar -I 'zstd -19 -T0 --long=31' -cvpSf", extrapolated=bool(sample_mib))
         self.clear(out)
 
     def case_7(self, big):
@@ -981,12 +987,23 @@ class Bench:
         def base(rep):
             (out / 'base').mkdir(parents=True, exist_ok=True)
             return self.timed('tar -I zstd -xpSf %s -C %s' % (shlex.quote(archive), out / 'base'))
+
+        def durable(rep):
+            # the same tar, each extracted file made durable as ours makes the restored ones (fsync)
+            (out / 'base').mkdir(parents=True, exist_ok=True)
+            return self.timed('tar -I zstd -xpSf %s -C %s && find %s -type f -exec sync {} +'
+                              % (shlex.quote(archive), out / 'base', out / 'base'))
         res = self.interleave('8', [
             ('ours', ours, lambda rep: sync(), lambda rep, m: self.clear(out / ('ours-%d' % (rep - 1))), None),
             ('tar', base, lambda rep: sync(), lambda rep, m: self.clear(out / 'base'), None),
+            ('tar+sync', durable, lambda rep: sync(), lambda rep, m: self.clear(out / 'base'), None),
         ], reps)
         self.row('8', 'restore of 5 (domain, disks, 3 snapshots)', res['ours'], res['tar'], 1.2,
                  ours_label='vm_backup state=restored (verification included)', base_label='tar -I zstd -xpSf')
+        self.row('8s', 'the same, vs tar -x made durable like ours', res['ours'], res['tar+sync'], None,
+                 note='ours fsyncs every restored file before it reports success; plain tar -x leaves them in the'
+                 ' page cache', ours_label='vm_backup state=restored',
+                 base_label='tar -I zstd -xpSf && sync FILES')
         # the domain now points into out/ours: put the fixture back
         self.remove_domain(big['name'])
         self.clear(out)
@@ -1122,13 +1139,15 @@ class Bench:
 
     @staticmethod
     def table(rows, with_date=False):
-        head = ['case', 'work', 'ours (median s)', 'baseline (median s)', 'ratio ours/base', 'target', 'met?']
+        head = ['case', 'work', 'ours (median s)', 'baseline (median s)', 'ratio ours/base', 'target', 'met?',
+                'commit']
         if with_date:
             head.append('run')
         lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
         for r in rows:
-            cells = [r['case'], r['work'], fmt_s(r['ours']), fmt_s(r['base']),
-                     '%.3fx' % r['ratio'] if r['ratio'] is not None else '-', r['target'], r['met']]
+            base = fmt_s(r['base']) + (' (extrapolated)' if r.get('extrapolated') else '')
+            cells = [r['case'], r['work'], fmt_s(r['ours']), base,
+                     '%.3fx' % r['ratio'] if r['ratio'] is not None else '-', r['target'], r['met'], fmt_commit(r)]
             if with_date:
                 cells.append(r.get('when', '?'))
             lines.append('| ' + ' | '.join(cells) + ' |')
@@ -1139,21 +1158,26 @@ class Bench:
         out = []
         for r in rows:
             if r['ours_label']:
-                out.append('- %s: ours = %s; baseline = %s%s%s' % (
+                out.append('- %s: ours = %s; baseline = %s%s%s%s' % (
                     r['case'], r['ours_label'], r['base_label'],
-                    '; n = %d/%d' % tuple(r['n']) if r['n'] else '', '. ' + r['note'] if r['note'] else ''))
+                    '; n = %d/%d' % tuple(r['n']) if r['n'] else '', '. ' + r['note'] if r['note'] else '',
+                    '. Load average %.1f on %d cores as it finished' % (r['load'], os.cpu_count())
+                    if r.get('load') is not None else ''))
         return out
 
     def rss_rows(self, when):
         seen = {}
         for case, key, self_kib, _children_kib in self.rss:
             seen[(case, key)] = max(seen.get((case, key), 0), self_kib or 0)
-        return [dict(case=case, run=key, kib=kib, when=when) for (case, key), kib in seen.items()]
+        return [dict(case=case, run=key, kib=kib, when=when, **self.provenance) for (case, key), kib in seen.items()]
 
     def report(self, cases, started):
         when = datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M')
         for r in self.rows:
             r['when'] = when
+            r.update(self.provenance)
+            if self.opts.note:
+                r['note'] = '; '.join(x for x in (r['note'], self.opts.note) if x)
         rss = self.rss_rows(when)
         print()
         print(self.table(self.rows))
@@ -1186,12 +1210,17 @@ class Bench:
             state['raw'].update(self.raw)
             state['errors'] = [e for e in state.get('errors', []) if e.get('case') not in cases | ran] + [
                 dict(case=case_of(e.split(':')[0].split()[-1]), text=e, when=when) for e in self.errors]
-            state['machine'] = machine
+            if cases:
+                state['machine'] = machine
+            machine = state.get('machine', machine)
             state_path.write_text(json.dumps(state, indent=1, sort_keys=True) + '\n')
             rows, rss_all, raw, errors = state['rows'], state['rss'], state['raw'], [e['text'] for e in state['errors']]
             path = BENCH / 'RESULTS.md'
             intro = ('Written by tests/bench/run.py (`make bench`); this update on %s ran cases %s in %.0f min. Each'
-                     ' row shows when its case last ran at full size.' % (when, fmt_cases(cases), minutes))
+                     ' row shows when its case last ran at full size, and at which commit.'
+                     % (when, fmt_cases(cases), minutes) if cases else
+                     'Written by tests/bench/run.py --render on %s from tests/bench/results.json (no case ran).'
+                     ' Each row shows when its case last ran at full size, and at which commit.' % when)
         else:
             rows, rss_all, raw, errors = self.rows, rss, self.raw, self.errors
             path = BENCH / 'output' / ('RESULTS-quick.md' if self.quick else 'RESULTS-partial.md')
@@ -1203,14 +1232,15 @@ class Bench:
                 'Ratio = ours / baseline: the median over repetitions of the ratio of the two runs of the same'
                 ' repetition (variants interleaved, order flipped every repetition); times are medians in seconds.'
                 ' Only the ratios mean anything: the machine is shared and noisy. How each case is measured:'
-                ' tests/bench/README.md.', '', machine, '', self.table(rows, with_date=full_size), '',
+                ' tests/bench/README.md.', '', machine, '', self.table(rows, with_date=full_size), '', COMMIT_LEGEND, '',
                 '## What ran', ''] + self.details(rows)
         if rss_all:
             text += ['', '## Peak RSS of the module process', '',
                      'VmHWM of the module\'s Python process (its own peak RSS since exec), read as it exits, max over'
                      ' repetitions. zstd runs as a child process and is not included.', '',
-                     '| case | run | peak RSS |', '|---|---|---|']
-            text += ['| %s | %s | %s |' % (e['case'], e['run'], human(e['kib'] * 1024)) for e in rss_all]
+                     '| case | run | peak RSS | commit |', '|---|---|---|---|']
+            text += ['| %s | %s | %s | %s |' % (e['case'], e['run'], human(e['kib'] * 1024), fmt_commit(e))
+                     for e in rss_all]
         if errors:
             text += ['', '## Errors', ''] + ['- ' + e for e in errors]
         text += ['', '## Raw times (s, in repetition order)', '', '```', json.dumps(raw, indent=1, sort_keys=True),
@@ -1236,6 +1266,49 @@ def fmt_num(v):
     return ('%.2f' % v).rstrip('0').rstrip('.')
 
 
+COMMIT_LEGEND = ('Commit: the collection\'s commit when the row\'s run started; "+ changes" when the work tree'
+                 ' differed from it (tracked or untracked files, the bench\'s own results aside), computed by the'
+                 ' run. "(reconstructed)": a row from before the bench recorded it, the commit read from git'
+                 ' history (HEAD at the time the row was written); "tree ?": whether the work tree had changes'
+                 ' was not recorded.')
+# rewritten by every full-size run: not a change to what the bench measures
+OWN_RESULTS = ('tests/bench/RESULTS.md', 'tests/bench/results.json')
+
+
+def provenance():
+    """The commit this run measures and whether the work tree differs from it."""
+    def git(*args):
+        try:
+            return subprocess.run(['git', '-C', str(REPO)] + list(args), stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, text=True, check=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            return None
+    commit = (git('rev-parse', '--short', 'HEAD') or '').strip() or None
+    status = git('status', '--porcelain', '--untracked-files=all') if commit else None
+    if status is None:
+        return dict(commit=commit, dirty=None, changed=None)
+    changed = [line[3:] for line in status.splitlines() if line[3:] not in OWN_RESULTS]
+    return dict(commit=commit, dirty=bool(changed), changed=len(changed))
+
+
+def fmt_commit(r):
+    commit = r.get('commit') or '?'
+    if r.get('dirty'):
+        commit += ' + changes' + (' (%d files)' % r['changed'] if r.get('changed') else '')
+    elif r.get('dirty') is None:
+        commit += ' tree ?'
+    if r.get('reconstructed'):
+        commit += ' (reconstructed)'
+    return commit
+
+
+def load_now():
+    try:
+        return round(os.getloadavg()[0], 1)
+    except OSError:
+        return None
+
+
 def machine_info():
     def out(cmd):
         try:
@@ -1243,11 +1316,10 @@ def machine_info():
                                   text=True, check=False).stdout.strip().splitlines()[0]
         except (IndexError, OSError):
             return '?'
-    rev = out('git -C %s rev-parse --short HEAD' % shlex.quote(str(REPO)))
-    return ('Machine: %d cores, %s RAM, %s; libvirt %s, %s, %s, %s; collection at %s (plus work tree changes).'
+    return ('Machine (at the latest update): %d cores, %s RAM, %s; libvirt %s, %s, %s, %s.'
             % (os.cpu_count(), human(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')),
                out('uname -sr'), out('virsh -v'),
-               out('qemu-img --version'), out('zstd --version'), out('tar --version'), rev))
+               out('qemu-img --version'), out('zstd --version'), out('tar --version')))
 
 
 def parse_cases(text):
@@ -1277,11 +1349,15 @@ def main():
     parser.add_argument('--seed-sample', type=int, metavar='MIB',
                         help='case 6: run the seed on the first MIB MiB of each file and scale (default 256, quick 64; '
                              '0: the whole files, about 30-50 min here)')
+    parser.add_argument('--note', default=os.environ.get('BENCH_NOTE'),
+                        help='a remark added to every row of this run, e.g. what else loads the machine')
     parser.add_argument('--domains', type=int, help='running domains for cases 1-3 (default 20)')
     parser.add_argument('--cache', default=os.environ.get('KVMSNAP_BENCH_CACHE', '/var/lib/libvirt/images/kvmsnap-bench-cache'))
     parser.add_argument('--work', default='/var/lib/libvirt/images/kvmsnap-bench-work')
     parser.add_argument('--keep-work', action='store_true', help='do not remove domains and work files at the end')
     parser.add_argument('--purge-cache', action='store_true', help='remove the cached fixtures (and x1000) and exit')
+    parser.add_argument('--render', action='store_true',
+                        help='run nothing: write tests/bench/RESULTS.md again from tests/bench/results.json')
     opts = parser.parse_args()
     # clean up on Ctrl-C and on kill, also when started in the background (where SIGINT is ignored)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -1295,6 +1371,9 @@ def main():
         if disk.exists():
             disk.unlink()
         log('cache purged')
+        return 0
+    if opts.render:
+        bench.report(set(), time.monotonic())
         return 0
     cases = parse_cases(opts.cases)
     started = time.monotonic()
