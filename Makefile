@@ -4,6 +4,7 @@
 #   make units  [UNITS=tests/unit/plugins/modules/test_x.py]
 #   make integration [TARGET=harness_smoke]
 #   make bench [CASES=4,5] [QUICK=1] [BENCH_ARGS=...]   benchmark (issue 6), not part of make test
+#   make counts                    what the integration case tables hold (for the docs)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -17,10 +18,10 @@ SANITY_TEST ?=
 UNITS       ?=
 export TARGET SANITY_TEST UNITS
 
-.PHONY: help setup test sanity units integration lint package build demo bench clean distclean
+.PHONY: help setup test sanity units integration lint package build demo bench counts clean distclean
 
 help:
-	@echo "targets: setup test sanity units integration lint build demo bench clean distclean"
+	@echo "targets: setup test sanity units integration lint build demo bench counts clean distclean"
 	@echo "  TARGET=name (integration), SANITY_TEST=name (sanity), UNITS=path (units)"
 
 setup:
@@ -53,6 +54,9 @@ demo: build
 
 bench: setup
 	"$(VENV)/bin/python" tests/bench/run.py $(BENCH_ARGS)
+
+counts:
+	$(RUN) counts
 
 clean:
 	rm -rf "$(BUILD_DIR)" tests/output .pytest_cache kvm-snapshots-*.tar.gz
