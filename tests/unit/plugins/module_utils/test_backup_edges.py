@@ -92,3 +92,9 @@ def test_referenced_files_include_memory_files_and_skip_floppies():
 ])
 def test_human_size(num, text):
     assert bk.human_size(num) == text
+
+
+@pytest.mark.parametrize('number, text', [(9000000, '9.0.0'), (7002022, '7.2.22'), (10010001, '10.10.1')])
+def test_version_text_unpacks_libvirt_version_numbers(number, text):
+    # the manifest records the libvirt and QEMU versions a backup was made with
+    assert bk.version_text(number) == text
