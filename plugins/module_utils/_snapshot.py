@@ -1055,6 +1055,10 @@ def _pruned(dom, label, tree, params, check_mode):
 NVRAM_NOT_RESET = ("reset_nvram: domain '%s' stays shut off after the revert to snapshot '%s', and libvirt resets "
                    "the NVRAM only when the revert starts the domain: set after_revert=running or paused to reset it")
 
+REMOTE_UNCHECKED = ("domain '%s': the images behind %s are not readable here, so the revert was not checked for "
+                    "images that use them as backing file or for dirty bitmaps: run the module on the hypervisor "
+                    "for those checks")
+
 STATE_HANDLERS = dict(present=_present, absent=_absent, reverted=_reverted, current=_current, pruned=_pruned)
 
 
@@ -1073,6 +1077,8 @@ def manage_domain(dom, params, check_mode, diff_mode=False):
     if state == 'reverted' and params['reset_nvram'] and params['after_revert'] == 'snapshot' \
             and before.by_name[params['name']].state not in ('running', 'paused'):
         result['warnings'] = [NVRAM_NOT_RESET % (label, params['name'])]
+    if state == 'reverted' and not _is_local(dom):
+        result.setdefault('warnings', []).append(REMOTE_UNCHECKED % (label, dom.connect().getURI()))
     if diff_mode:
         result['diff'] = dict(before=result['tree'] if after is before else before.render(), after=result['tree'],
                               before_header='%s snapshots' % label, after_header='%s snapshots' % label)

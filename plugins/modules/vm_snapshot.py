@@ -316,7 +316,7 @@ results:
   elements: dict
   sample:
     - {domain: web-1, changed: true, snapshot: {name: pre-patch, is_current: true}, tree: "pre-patch\n    \n"}
-    - {domain: web-2, changed: false, msg: "cannot create snapshot 'pre-patch' of domain 'web-2': disk vda (/var/lib/libvirt/images/web-2.img) is a raw image, ..."}
+    - {domain: web-2, changed: false, msg: "cannot create snapshot 'pre-patch' of domain 'web-2': disk vda (/srv/web-2.img) is a raw image, ..."}
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -497,3 +497,44 @@ def test_reset_nvram_that_leaves_the_domain_off_warns(conn, seed_domain):
     assert result['changed'] and result['warnings'] == [_snapshot.NVRAM_NOT_RESET % ('test', 'off')]
     assert 'warnings' not in run(check_mode=True, name='off', state='reverted', reset_nvram=True, after_revert='paused')
     assert 'warnings' not in run(check_mode=True, name='pkg-updated', state='reverted', reset_nvram=True)
+
+
+class StoppingDomain(FakeDomain):
+    """What libvirt 9.0 did on a revert beside dirty bitmaps: the revert fails and the running guest is gone."""
+
+    def __init__(self, start_fails=False):
+        super().__init__()
+        self.active = True
+        self.start_fails = start_fails
+        self.started = 0
+
+    def isActive(self):
+        return self.active
+
+    def revertToSnapshot(self, snap, flags):
+        self.active = False
+        raise libvirt.libvirtError('internal error: qemu unexpectedly closed the monitor: Device has active dirty bitmaps')
+
+    def create(self):
+        if self.start_fails:
+            raise libvirt.libvirtError('cannot start')
+        self.started += 1
+        self.active = True
+
+
+def test_failed_revert_never_leaves_a_running_domain_stopped():
+    dom = StoppingDomain()
+    with pytest.raises(KvmError) as err:
+        revert_snapshot(dom, 'd', 's', params())
+    assert dom.started == 1 and dom.active
+    assert 'which was started again' in str(err.value) and 'Device has active dirty bitmaps' in str(err.value)
+    dom = StoppingDomain(start_fails=True)
+    with pytest.raises(KvmError) as err:
+        revert_snapshot(dom, 'd', 's', params())
+    assert 'start it by hand' in str(err.value)
+
+
+def test_remote_revert_warns_that_the_images_were_not_checked(conn, seed_domain, monkeypatch):
+    monkeypatch.setattr(_snapshot, '_is_local', lambda dom: False)
+    result = run(check_mode=True, name='apache', state='reverted')
+    assert result['warnings'] == [_snapshot.REMOTE_UNCHECKED % ('test', 'test:///default')]
