@@ -772,6 +772,8 @@ def refuse_rewinding_backing_files(dom, label, tree, name):
     users = image_users(dom, tree)
     chains, infos = [], {}
     for top in users:
+        if top in infos:
+            continue  # read already, below an overlay
         chain = _chain(top)
         chains.append([image for image, _info in chain])
         infos.update(chain)

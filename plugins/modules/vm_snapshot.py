@@ -185,7 +185,7 @@ notes:
     Such a revert is refused, naming the images that depend on it. Merge them first (C(virsh blockcommit) while
     the domain runs, C(qemu-img commit) while it is shut off) or delete them. The module finds them from
     libvirt's view (the domain's disks and every snapshot's) and their backing chains (C(qemu-img info -U
-    --backing-chain)), so it must run where the images are (not with a remote O(uri); the check is skipped then).
+    --backing-chain)), so it must run where the images are (with a remote O(uri) it is skipped, with a warning).
   - libvirt older than 9.9 cannot revert to an external (O(disk_only)) snapshot at all.
   - Checkpoints (libvirt's incremental backup API, left by tools such as virtnbdbackup) keep dirty bitmaps in
     the qcow2 images. QEMU cannot load an internal snapshot beside them, and libvirt's failed revert stops a
