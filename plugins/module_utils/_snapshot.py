@@ -840,8 +840,8 @@ def refuse_beside_checkpoints(dom, label, what, images=(), offline_only=False):
     if not checkpoints and not bitmaps:
         return
     found = (["checkpoint %s of domain '%s'" % (', '.join(checkpoints), label)] if checkpoints else []) + bitmaps
-    why = ('libvirt takes no snapshot of a shut-off domain while it has checkpoints (a running domain\'s internal '
-           'snapshot works)' if offline_only else 'QEMU cannot load an internal snapshot into an image with dirty '
+    why = ('libvirt changes no snapshot of a shut-off domain that has checkpoints ("cannot perform block operations '
+           'while checkpoint exists"; while the domain runs, it does)' if offline_only else 'QEMU cannot load an internal snapshot into an image with dirty '
            'bitmaps, and the failed revert would stop the domain')
     raise InvalidInput('cannot %s beside %s: %s; %s' % (what, '; '.join(found), why, CHECKPOINT_WAY_OUT % label))
 
@@ -980,6 +980,8 @@ def _present(dom, label, tree, params, check_mode):
         description = params['description']
         if description is not None and tree.by_name[name].description != description:
             changed = True
+            refuse_beside_checkpoints(dom, label, "change the description of snapshot '%s' of domain '%s' while it "
+                                      "is shut off" % (name, label), offline_only=True)
             if check_mode:
                 tree = predict_description(tree, name, description)
             else:
@@ -1043,6 +1045,8 @@ def _current(dom, label, tree, params, check_mode):
     tree.get(name, label)
     if tree.current == name:
         return tree, False, None
+    refuse_beside_checkpoints(dom, label, "make snapshot '%s' of domain '%s' current while it is shut off"
+                              % (name, label), offline_only=True)
     if check_mode:
         return predict_current(tree, name), True, None
     set_current(dom, name)

@@ -189,9 +189,10 @@ notes:
   - libvirt older than 9.9 cannot revert to an external (O(disk_only)) snapshot at all.
   - Checkpoints (libvirt's incremental backup API, left by tools such as virtnbdbackup) keep dirty bitmaps in
     the qcow2 images. QEMU cannot load an internal snapshot beside them, and libvirt's failed revert stops a
-    running domain; libvirt takes no snapshot of a shut-off domain that has checkpoints. Both are refused before
-    libvirt is called, naming the checkpoints and the bitmaps. Deleting them breaks the other tool's incremental
-    chain, so the module never does; C(virsh checkpoint-delete) is your decision.
+    running domain. libvirt creates no snapshot, sets no current snapshot and edits no description of a shut-off
+    domain that has checkpoints (while it runs, it does). All of these are refused before libvirt is called,
+    naming the checkpoints and the bitmaps. Deleting them breaks the other tool's incremental chain, so the
+    module never does; C(virsh checkpoint-delete) is your decision.
   - Should a revert of a running domain still fail and leave it shut off, the module starts it again and says so.
   - A snapshot holds the domain definition of its time; reverting to it brings that definition back.
 seealso:

@@ -538,3 +538,19 @@ def test_remote_revert_warns_that_the_images_were_not_checked(conn, seed_domain,
     monkeypatch.setattr(_snapshot, '_is_local', lambda dom: False)
     result = run(check_mode=True, name='apache', state='reverted')
     assert result['warnings'] == [_snapshot.REMOTE_UNCHECKED % ('test', 'test:///default')]
+
+
+@pytest.mark.parametrize('check_mode', [True, False])
+def test_offline_metadata_changes_beside_a_checkpoint_are_refused(conn, seed_domain, check_mode, monkeypatch):
+    """libvirt redefines no snapshot of a shut-off QEMU domain with checkpoints: current, description, parent."""
+    monkeypatch.setattr(libvirt.virDomain, 'listAllCheckpoints', lambda self, flags=0: [FakeCheckpoint('ck1')])
+    seed_domain.destroy()
+    before = tree_of(conn)
+    for given in (dict(name='nginx', state='current'), dict(name='nginx', description='new'),
+                  dict(name='php', parent='nginx')):
+        with pytest.raises(InvalidInput) as err:
+            run(check_mode=check_mode, **given)
+        assert 'while it is shut off beside checkpoint ck1' in str(err.value)
+    assert tree_of(conn) == before
+    # nothing to change is still ok, checkpoint or not
+    assert not run(check_mode=check_mode, name='wordpress', state='current')['changed']
