@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import datetime
 import fnmatch
+import os
 import re
 import time
 import unicodedata
@@ -25,15 +26,16 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
     DomainNotFound,
     InvalidInput,
     KvmError,
+    OperationFailed,
     SnapshotNotFound,
     all_domains,
     domain_disks,
     domain_state,
     etree,
     for_each,
+    is_glob,
     libvirt,
     lookup_domain,
-    not_found_text,
     parse_xml,
     qemu_img_info,
     resolve_domains,
@@ -290,6 +292,7 @@ def domain_facts(dom, filters, sizes=False, xml=False, strict=True):
         snapshot_count=len(tree),
         tree=tree.render(),
         snapshots=snapshots,
+        checkpoints=checkpoint_names(dom),
     )
     if disks is not None:
         facts['disks'] = [{k: v for k, v in d.items() if k != 'snapshots'} for d in disks]
@@ -322,7 +325,8 @@ def gather_info(params):
             raise error
         domains[label] = facts
     for label in missing:
-        domains[label] = dict(exists=False, state=None, current_snapshot=None, snapshot_count=0, tree='', snapshots=[])
+        domains[label] = dict(exists=False, state=None, current_snapshot=None, snapshot_count=0, tree='', snapshots=[],
+                              checkpoints=[])
     return dict(
         changed=False,
         domains=domains,
@@ -650,13 +654,196 @@ def is_uefi(domain_xml):
 
 
 def refuse_running_uefi(dom, label, params):
-    """QEMU cannot put a running UEFI domain's state in an internal snapshot: say so before libvirt does."""
+    """QEMU cannot put an active UEFI domain's state in an internal snapshot: say so before libvirt does."""
     if params['disk_only'] or not dom.isActive():
         return
     if is_uefi(_domain_xml(dom)):
-        raise InvalidInput("domain '%s' is running with UEFI (pflash) firmware, and QEMU cannot take an internal "
-                           "snapshot of a running UEFI domain: shut the domain down first, or set disk_only=true "
-                           "for an external disk-only snapshot" % label)
+        raise InvalidInput("domain '%s' is %s with UEFI (pflash) firmware, and QEMU cannot take an internal "
+                           "snapshot of an active UEFI domain: shut the domain down first, or set disk_only=true "
+                           "for an external disk-only snapshot" % (label, domain_state(dom)))
+
+
+def raw_disks(domain_xml):
+    """The disks that would go into an internal snapshot but are not qcow2 (raw images hold no snapshots)."""
+    found = []
+    for disk in domain_xml.iterfind('devices/disk'):
+        if disk.get('device', 'disk') not in ('disk', 'lun') or disk.get('snapshot') in ('no', 'external'):
+            continue
+        driver = disk.find('driver')
+        if driver is not None and driver.get('type') == 'raw':
+            source = disk.find('source')
+            path = source.get('file') or source.get('dev') if source is not None else None
+            found.append('%s (%s)' % (disk.find('target').get('dev'), path) if path else disk.find('target').get('dev'))
+    return found
+
+
+def refuse_raw_disks(dom, label, params):
+    """libvirt checks for raw disks only once it is under way; refuse first, so check mode tells the truth."""
+    if params['disk_only']:
+        return
+    raw = raw_disks(_domain_xml(dom))
+    if raw:
+        raise InvalidInput("cannot create snapshot '%s' of domain '%s': disk %s is a raw image, which cannot hold an "
+                           "internal snapshot: set disk_only=true for an external snapshot, or convert the disk to "
+                           "qcow2 (qemu-img convert -O qcow2, with the domain shut off) and point the domain at it"
+                           % (params['name'], label, ', '.join(raw)))
+
+
+# ---- images shared through backing files, and checkpoints beside snapshots ----
+
+def _is_local(dom):
+    """qemu-img runs where the module runs: it can read the images only when libvirt runs here too."""
+    uri = dom.connect().getURI()
+    return '://' in uri and uri.split('://', 1)[1].split('/', 1)[0].split('@')[-1] in ('', 'localhost')
+
+
+def _image_paths(domain_xml):
+    return {disk['target']: disk['path'] for disk in domain_disks(domain_xml)
+            if disk['path'] is not None and disk['type'] == 'file'}
+
+
+def _chain(path):
+    """``[(image, info)]`` from ``path`` down its backing chain; [] when it cannot be read here."""
+    if not os.path.exists(path):
+        return []
+    try:
+        infos = qemu_img_info(path, backing_chain=True)
+    except OperationFailed:
+        return []  # a broken chain is no one's backing file we could protect
+    return [(os.path.realpath(info.get('filename', path)), info) for info in infos]
+
+
+def image_users(dom, tree):
+    """Every image libvirt knows for ``dom``, and who uses it: ``{path: [what, ...]}``.
+
+    libvirt's view: the domain's disks now (live and persistent definition), each
+    snapshot's definition, and each external snapshot's overlay.
+    """
+    users = {}
+
+    def note(path, what):
+        users.setdefault(os.path.realpath(path), [])
+        if what not in users[os.path.realpath(path)]:
+            users[os.path.realpath(path)].append(what)
+
+    flags = (0, libvirt.VIR_DOMAIN_XML_INACTIVE) if dom.isActive() else (0,)
+    for flag in flags:
+        for target, path in _image_paths(parse_xml(dom.XMLDesc(flag))).items():
+            note(path, "the domain's disk %s" % target)
+    for name in tree.topological():
+        root = parse_xml(tree.by_name[name].xml)
+        for disk in root.iterfind('disks/disk'):
+            source = disk.find('source')
+            if disk.get('snapshot') == 'external' and source is not None and source.get('file'):
+                note(source.get('file'), "external snapshot '%s'" % name)
+        embedded = root.find('domain')
+        if embedded is not None:
+            for path in _image_paths(embedded).values():
+                users.setdefault(os.path.realpath(path), [])
+    return users
+
+
+def backing_dependants(chains):
+    """``{image: [images that read through it]}`` from backing chains (each a list, top image first)."""
+    dependants = {}
+    for chain in chains:
+        for index, image in enumerate(chain):
+            for above in chain[:index]:
+                if above not in dependants.setdefault(image, []):
+                    dependants[image].append(above)
+    return dependants
+
+
+def reverted_images(snapshot):
+    """The images a revert to ``snapshot`` rewinds: its internal disks, in the definition it recorded."""
+    root = parse_xml(snapshot.xml)
+    embedded = root.find('domain')
+    if embedded is None:
+        return []
+    kinds = {disk.get('name'): disk.get('snapshot') for disk in root.iterfind('disks/disk')}
+    return [path for target, path in _image_paths(embedded).items() if kinds.get(target, 'internal') == 'internal']
+
+
+def refuse_rewinding_backing_files(dom, label, tree, name):
+    """A revert to an internal snapshot rewinds its image's active data; an overlay on it would read garbage."""
+    rewound = [os.path.realpath(path) for path in reverted_images(tree.by_name[name])]
+    if not rewound or not _is_local(dom):
+        return
+    users = image_users(dom, tree)
+    chains, infos = [], {}
+    for top in users:
+        if top in infos:
+            continue  # read already, below an overlay
+        chain = _chain(top)
+        chains.append([image for image, _info in chain])
+        infos.update(chain)
+    dependants = backing_dependants(chains)
+    for image in rewound:
+        above = dependants.get(image)
+        if not above:
+            continue
+        described = []
+        for path in above:
+            what = list(users.get(path, []))
+            inside = [entry['name'] for entry in infos.get(path, {}).get('snapshots', [])]
+            if inside:
+                what.append('internal snapshots %s' % ', '.join(inside))
+            described.append('%s (%s)' % (path, '; '.join(what)) if what else path)
+        raise InvalidInput("cannot revert domain '%s' to snapshot '%s': it would rewind image %s, the backing file of "
+                           "%s, and silently corrupt what reads through it: merge %s into it first (virsh blockcommit "
+                           "while the domain runs, qemu-img commit while it is shut off), or delete %s first"
+                           % (label, name, image, ', '.join(described), 'those images' if len(above) > 1 else 'that image',
+                              'them' if len(above) > 1 else 'it'))
+
+
+def checkpoint_names(dom):
+    """The domain's libvirt checkpoints, parents first; [] where the driver has none."""
+    try:
+        found = dom.listAllCheckpoints(libvirt.VIR_DOMAIN_CHECKPOINT_LIST_TOPOLOGICAL)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
+            return []
+        raise
+    return [checkpoint.getName() for checkpoint in found]
+
+
+def image_bitmaps(path):
+    """Names of the persistent dirty bitmaps in a qcow2 image (what incremental backup tools leave)."""
+    if not os.path.exists(path):
+        return []
+    try:
+        info = qemu_img_info(path)
+    except OperationFailed:
+        return []
+    data = (info.get('format-specific') or {}).get('data') or {}
+    return [bitmap.get('name') for bitmap in data.get('bitmaps') or []]
+
+
+CHECKPOINT_WAY_OUT = ("they belong to an incremental backup tool (virtnbdbackup, libvirt's backup API), and deleting "
+                      "them (virsh checkpoint-delete %s NAME while it runs, or with --metadata plus qemu-img bitmap "
+                      "--remove IMAGE NAME while it is shut off) breaks that tool's incremental chain, so it is your "
+                      "decision; then run the task again")
+
+
+def refuse_beside_checkpoints(dom, label, what, images=(), offline_only=False):
+    """QEMU loads no internal snapshot into an image with dirty bitmaps ("Device has active dirty bitmaps"),
+    killing a running guest on the way; libvirt takes no snapshot of a shut-off domain with checkpoints."""
+    if offline_only and dom.isActive():
+        return
+    checkpoints = checkpoint_names(dom)
+    bitmaps = []
+    if images and _is_local(dom):
+        for path in images:
+            names = image_bitmaps(path)
+            if names:
+                bitmaps.append('bitmap %s in image %s' % (', '.join(names), path))
+    if not checkpoints and not bitmaps:
+        return
+    found = (["checkpoint %s of domain '%s'" % (', '.join(checkpoints), label)] if checkpoints else []) + bitmaps
+    why = ('libvirt changes no snapshot of a shut-off domain that has checkpoints ("cannot perform block operations '
+           'while checkpoint exists"; while the domain runs, it does)' if offline_only else 'QEMU cannot load an internal snapshot into an image with dirty '
+           'bitmaps, and the failed revert would stop the domain')
+    raise InvalidInput('cannot %s beside %s: %s; %s' % (what, '; '.join(found), why, CHECKPOINT_WAY_OUT % label))
 
 
 CREATE_HINTS = (
@@ -721,17 +908,32 @@ def revert_snapshot(dom, label, name, params):
         flags |= libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_FORCE
     if params['reset_nvram']:
         flags |= getattr(libvirt, RESET_NVRAM_FLAG)
+    was_active = dom.isActive()
     try:
         dom.revertToSnapshot(dom.snapshotLookupByName(name, 0), flags)
     except libvirt.libvirtError as exc:
         hint = None
+        restarted = _start_again(dom) if was_active else None
         if exc.get_error_code() == libvirt.VIR_ERR_SNAPSHOT_REVERT_RISKY:
             hint = 'set force=true to revert anyway'
         elif 'unsupported flags' in str(exc) and params['reset_nvram']:
             hint = 'this libvirt daemon cannot reset the NVRAM on revert: upgrade libvirt, or leave reset_nvram off'
         elif 'external' in str(exc):
             hint = 'this libvirt cannot revert to an external (disk_only) snapshot; libvirt 9.9 and later can'
+        if restarted:
+            hint = (hint + '; ' if hint else '') + restarted
         raise _failure(exc, "cannot revert domain '%s' to snapshot '%s'" % (label, name), hint) from None
+
+
+def _start_again(dom):
+    """A failed revert can leave a guest that was running shut off: start it again and say so."""
+    try:
+        if dom.isActive():
+            return None
+        dom.create()
+    except libvirt.libvirtError as exc:
+        return 'the failed revert stopped the domain and starting it again failed too (%s): start it by hand' % exc
+    return 'the failed revert stopped the domain, which was started again (booted afresh from its current disks)'
 
 
 # ---- one domain, one state ----
@@ -778,6 +980,8 @@ def _present(dom, label, tree, params, check_mode):
         description = params['description']
         if description is not None and tree.by_name[name].description != description:
             changed = True
+            refuse_beside_checkpoints(dom, label, "change the description of snapshot '%s' of domain '%s' while it "
+                                      "is shut off" % (name, label), offline_only=True)
             if check_mode:
                 tree = predict_description(tree, name, description)
             else:
@@ -787,6 +991,9 @@ def _present(dom, label, tree, params, check_mode):
         if params['parent'] is not None:
             tree.get(params['parent'], label)
         refuse_running_uefi(dom, label, params)
+        refuse_raw_disks(dom, label, params)
+        refuse_beside_checkpoints(dom, label, "create snapshot '%s' of domain '%s' while it is shut off"
+                                  % (name, label), offline_only=True)
         if check_mode:
             state, disks, memory = _new_snapshot_shape(dom, params)
             tree = predict_create(tree, name, params['description'], state, disks, memory, parent=params['parent'])
@@ -823,7 +1030,10 @@ def _absent(dom, label, tree, params, check_mode):
 
 
 def _reverted(dom, label, tree, params, check_mode):
-    tree.get(params['name'], label)
+    snapshot = tree.get(params['name'], label)
+    images = sorted(set(reverted_images(snapshot)) | set(_image_paths(_domain_xml(dom)).values()))
+    refuse_beside_checkpoints(dom, label, "revert domain '%s' to snapshot '%s'" % (label, params['name']), images)
+    refuse_rewinding_backing_files(dom, label, tree, params['name'])
     if check_mode:
         return predict_current(tree, params['name']), True, None
     revert_snapshot(dom, label, params['name'], params)
@@ -835,6 +1045,8 @@ def _current(dom, label, tree, params, check_mode):
     tree.get(name, label)
     if tree.current == name:
         return tree, False, None
+    refuse_beside_checkpoints(dom, label, "make snapshot '%s' of domain '%s' current while it is shut off"
+                              % (name, label), offline_only=True)
     if check_mode:
         return predict_current(tree, name), True, None
     set_current(dom, name)
@@ -845,6 +1057,13 @@ def _pruned(dom, label, tree, params, check_mode):
     tree, deleted = _prune(dom, label, tree, params, check_mode)
     return tree, bool(deleted), deleted
 
+
+NVRAM_NOT_RESET = ("reset_nvram: domain '%s' stays shut off after the revert to snapshot '%s', and libvirt resets "
+                   "the NVRAM only when the revert starts the domain: set after_revert=running or paused to reset it")
+
+REMOTE_UNCHECKED = ("domain '%s': the images behind %s are not readable here, so the revert was not checked for "
+                    "images that use them as backing file or for dirty bitmaps: run the module on the hypervisor "
+                    "for those checks")
 
 STATE_HANDLERS = dict(present=_present, absent=_absent, reverted=_reverted, current=_current, pruned=_pruned)
 
@@ -861,6 +1080,11 @@ def manage_domain(dom, params, check_mode, diff_mode=False):
     if deleted is not None:
         result['deleted'] = deleted
     result['tree'] = after.render()
+    if state == 'reverted' and params['reset_nvram'] and params['after_revert'] == 'snapshot' \
+            and before.by_name[params['name']].state not in ('running', 'paused'):
+        result['warnings'] = [NVRAM_NOT_RESET % (label, params['name'])]
+    if state == 'reverted' and not _is_local(dom):
+        result.setdefault('warnings', []).append(REMOTE_UNCHECKED % (label, dom.connect().getURI()))
     if diff_mode:
         result['diff'] = dict(before=result['tree'] if after is before else before.render(), after=result['tree'],
                               before_header='%s snapshots' % label, after_header='%s snapshots' % label)
@@ -874,6 +1098,16 @@ def manage_snapshots(params, defaults, check_mode=False, diff_mode=False):
         if params['domain'] is not None:
             return manage_domain(lookup_domain(conn, params['domain']), params, check_mode, diff_mode)
         found, missing = resolve_domains(conn, params['domains'])
+        if missing:
+            # a typo must not leave half the fleet done: refuse before any domain is touched
+            raise InvalidInput("%s %s not found on %s: nothing was done to any domain; check the names with "
+                               "'virsh list --all' and fix them, or write a glob (like '%s*') for a domain that "
+                               "may be absent" % ('domain' if len(missing) == 1 else 'domains',
+                                                  ', '.join("'%s'" % shown(name) for name in missing),
+                                                  params['uri'], shown(missing[0])))
+        warnings = ["domains: the glob '%s' matches no domain on %s" % (shown(pattern), params['uri'])
+                    for pattern in params['domains']
+                    if is_glob(pattern) and not any(fnmatch.fnmatchcase(label, pattern) for label, _dom in found)]
         outcomes = for_each(found, lambda _label, dom: manage_domain(dom, params, check_mode, diff_mode))
     results, diffs, failures = [], [], []
     for label, outcome, error in outcomes:
@@ -883,17 +1117,17 @@ def manage_snapshots(params, defaults, check_mode=False, diff_mode=False):
             continue
         if diff_mode:
             diffs.append(outcome.pop('diff'))
+        warnings.extend(outcome.pop('warnings', []))
         results.append(outcome)
-    for label in missing:
-        text = not_found_text(label, params['uri'])
-        failures.append((label, text))
-        results.append(dict(domain=label, changed=False, msg=text))
     changed = any(entry['changed'] for entry in results)
     if failures:
         detail = '; '.join(text for _label, text in failures[:3]) + ('; ...' if len(failures) > 3 else '')
         raise KvmError('%d of %d domains failed (%s); every domain\'s outcome is in results'
-                       % (len(failures), len(results), detail), results=results, changed=changed)
+                       % (len(failures), len(results), detail), results=results, changed=changed,
+                       **(dict(warnings=warnings) if warnings else {}))
     result = dict(changed=changed, results=results)
+    if warnings:
+        result['warnings'] = warnings
     if diff_mode:
         result['diff'] = diffs
     return result

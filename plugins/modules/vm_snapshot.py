@@ -19,6 +19,8 @@ description:
     snapshot (disk writes, and the running state when the snapshot holds memory); there is no way back
     unless you took another snapshot first.
   - Every input is checked before libvirt is called; a refused input changes nothing.
+  - What libvirt or QEMU would refuse only once under way, or would let through and lose data with, is refused
+    first, the same in check mode as for real, so check mode tells the truth; see the notes.
   - Two runs creating the same snapshot at the same time end with one snapshot, and neither fails.
 author:
   - kvm.snapshots maintainers (@kvm-snapshots)
@@ -40,8 +42,9 @@ options:
   domains:
     description:
       - Names, UUIDs or shell globs (V(web-*), V(*)) of domains; the work runs for each of them in parallel.
-      - A glob that matches nothing is not an error. A name that matches no domain fails the task, after the
-        other domains have been worked on; RV(results) holds every domain's outcome either way.
+      - A glob that matches nothing is a warning. A name or UUID that matches no domain fails the task before
+        any domain is touched (in check mode too), naming every missing one.
+      - Once the work has started, one failing domain fails the task and RV(results) holds every domain's outcome.
     type: list
     elements: str
   name:
@@ -143,6 +146,9 @@ options:
   reset_nvram:
     description:
       - O(state=reverted) only. Re-create the UEFI variable store from its template (C(--reset-nvram)).
+      - libvirt re-creates it when the revert starts the domain (a snapshot of a running or paused domain, or
+        O(after_revert=running) or V(paused)). A revert that leaves the domain shut off does not touch the NVRAM;
+        the module warns then.
       - Needs a libvirt-python that knows the flag; refused with a clear message otherwise.
     type: bool
     default: false
@@ -169,8 +175,25 @@ options:
     type: str
 notes:
   - With O(domains), each domain's outcome is in RV(results); the task fails when any domain failed.
-  - Internal snapshots (the default) need qcow2 disks. A running domain with UEFI (pflash) firmware cannot take
-    one; the module says so before calling libvirt. Shut it down first, or use O(disk_only=true).
+  - Internal snapshots (the default) need qcow2 disks. A domain with a raw disk is refused before libvirt is
+    called, naming the disk; use O(disk_only=true), or convert the disk to qcow2.
+  - An active (running or paused) domain with UEFI (pflash) firmware cannot take an internal snapshot; the module
+    says so before calling libvirt, naming the domain's state. Shut it down first, or use O(disk_only=true).
+  - Mixed internal and external snapshots. After an external (O(disk_only)) snapshot the old image is the
+    backing file of the overlay; reverting to an internal snapshot inside that old image would rewind the data
+    the overlay and every snapshot in it read through it, corrupting them silently (libvirt does not stop it).
+    Such a revert is refused, naming the images that depend on it. Merge them first (C(virsh blockcommit) while
+    the domain runs, C(qemu-img commit) while it is shut off) or delete them. The module finds them from
+    libvirt's view (the domain's disks and every snapshot's) and their backing chains (C(qemu-img info -U
+    --backing-chain)), so it must run where the images are (with a remote O(uri) it is skipped, with a warning).
+  - libvirt older than 9.9 cannot revert to an external (O(disk_only)) snapshot at all.
+  - Checkpoints (libvirt's incremental backup API, left by tools such as virtnbdbackup) keep dirty bitmaps in
+    the qcow2 images. QEMU cannot load an internal snapshot beside them, and libvirt's failed revert stops a
+    running domain. libvirt creates no snapshot, sets no current snapshot and edits no description of a shut-off
+    domain that has checkpoints (while it runs, it does). All of these are refused before libvirt is called,
+    naming the checkpoints and the bitmaps. Deleting them breaks the other tool's incremental chain, so the
+    module never does; C(virsh checkpoint-delete) is your decision.
+  - Should a revert of a running domain still fail and leave it shut off, the module starts it again and says so.
   - A snapshot holds the domain definition of its time; reverting to it brings that definition back.
 seealso:
   - module: kvm.snapshots.vm_snapshot_info
@@ -230,9 +253,9 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ snap.results | items2dict(key_name='domain', value_name='changed') }}"
 
-- name: Delete nightly snapshots older than a week on every domain
+- name: Delete nightly snapshots older than a week on the web and database servers
   kvm.snapshots.vm_snapshot:
-    domains: ['*']
+    domains: ['web-*', 'db-*']
     state: pruned
     pattern: 'nightly-*'
     older_than: 7d
@@ -294,7 +317,7 @@ results:
   elements: dict
   sample:
     - {domain: web-1, changed: true, snapshot: {name: pre-patch, is_current: true}, tree: "pre-patch\n    \n"}
-    - {domain: web-9, changed: false, msg: "domain 'web-9' not found on qemu:///system: check the name with 'virsh list --all'"}
+    - {domain: web-2, changed: false, msg: "cannot create snapshot 'pre-patch' of domain 'web-2': disk vda (/srv/web-2.img) is a raw image, ..."}
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -142,6 +142,13 @@ domains:
       returned: when O(sizes=true)
       sample: [{"target": "vda", "path": "/var/lib/libvirt/images/web1.qcow2", "format": "qcow2",
                 "virtual_size": 10737418240, "disk_size": 3706880}]
+    checkpoints:
+      description:
+        - Names of the domain's libvirt checkpoints (C(virsh checkpoint-list --topological)), parents first; empty
+          when none. Incremental backup tools such as virtnbdbackup leave them; vm_snapshot refuses reverts beside them.
+      type: list
+      elements: str
+      sample: [virtnbdbackup.0, virtnbdbackup.1]
     snapshots:
       description: The snapshots that pass the filters, in topological order (no child before its parent).
       type: list

@@ -35,6 +35,16 @@ def conn():
     for dom in connection.listAllDomains(0):
         for snap in dom.listAllSnapshots(libvirt.VIR_DOMAIN_SNAPSHOT_LIST_ROOTS):
             snap.delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN)
+        for checkpoint in dom.listAllCheckpoints(libvirt.VIR_DOMAIN_CHECKPOINT_LIST_ROOTS):
+            checkpoint.delete(libvirt.VIR_DOMAIN_CHECKPOINT_DELETE_CHILDREN)
+        if dom.name() != 'test':
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+        elif not dom.isActive():
+            dom.create()
+        elif dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+            dom.resume()
     connection.close()
 
 
@@ -44,3 +54,14 @@ def seed_domain(conn):
     dom = conn.lookupByName('test')
     _build_seed(dom)
     return dom
+
+
+@pytest.fixture
+def define(conn):
+    """Define (and optionally start) an extra test:///default domain from its XML; the conn fixture removes it."""
+    def make(xml, start=False):
+        dom = conn.defineXML(xml)
+        if start:
+            dom.create()
+        return dom
+    return make

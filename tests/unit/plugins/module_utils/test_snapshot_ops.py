@@ -21,16 +21,21 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (  #
     KvmError,
     SnapshotNotFound,
 )
+from ansible_collections.kvm.snapshots.plugins.module_utils import _snapshot  # noqa: E402
 from ansible_collections.kvm.snapshots.plugins.module_utils._snapshot import (  # noqa: E402
     Snapshot,
     SnapshotTree,
+    backing_dependants,
     check_name,
+    gather_info,
     create_snapshot,
     manage_snapshots,
     parse_age,
     predict_current,
     predict_delete,
     prune_selection,
+    raw_disks,
+    revert_snapshot,
     validate,
 )
 
@@ -309,15 +314,243 @@ def test_pruned_and_present_with_keep(conn):
     assert made['changed'] and made['deleted'] == ['n-3'] and names(conn) == ['keepme', 'n-4']
 
 
-def test_bulk_with_a_missing_domain(conn):
-    with pytest.raises(KvmError) as err:
-        run(domain=None, domains=['te*', 'ghost'], name='bulk')
-    result = err.value.result
-    assert '1 of 2 domains failed' in str(err.value) and 'ghost' in str(err.value)
-    assert result['changed'] is True
-    assert [r['domain'] for r in result['results']] == ['test', 'ghost']
-    assert result['results'][0]['snapshot']['name'] == 'bulk'
-    assert 'not found' in result['results'][1]['msg']
-    assert names(conn) == ['bulk']
+def tree_of(conn, name='test'):
+    dom = conn.lookupByName(name)
+    return SnapshotTree.from_domain(dom).render(), [c.getName() for c in dom.listAllCheckpoints(0)]
+
+
+@pytest.mark.parametrize('check_mode', [False, True])
+def test_bulk_with_a_missing_domain_is_refused_before_any_domain(conn, check_mode):
+    """A typo in domains must not leave the other domains done (issue 16): nothing is touched."""
+    with pytest.raises(InvalidInput) as err:
+        run(check_mode=check_mode, domain=None, domains=['te*', 'ghost', 'test', 'gh0st'], name='bulk')
+    text = str(err.value)
+    assert "domains 'ghost', 'gh0st' not found on test:///default" in text
+    assert 'nothing was done to any domain' in text and "virsh list --all" in text
+    assert names(conn) == []
+    for state, extra in (('absent', {}), ('reverted', {}), ('current', {}), ('pruned', dict(keep=0))):
+        with pytest.raises(InvalidInput):
+            run(check_mode=check_mode, domain=None, domains=['test', 'ghost'], state=state,
+                name=None if state == 'pruned' else 'bulk', **extra)
+
+
+def test_bulk_glob_that_matches_nothing_is_a_warning(conn):
+    result = run(domain=None, domains=['te*', 'ghost-*'], name='bulk')
+    assert names(conn) == ['bulk'] and [r['domain'] for r in result['results']] == ['test']
+    assert result['warnings'] == ["domains: the glob 'ghost-*' matches no domain on test:///default"]
     again = run(domain=None, domains=['te*'], name='bulk')
     assert not again['changed'] and [r['changed'] for r in again['results']] == [False]
+    assert 'warnings' not in again
+
+
+def test_bulk_failure_keeps_every_outcome(conn, seed_domain):
+    with pytest.raises(KvmError) as err:
+        run(domain=None, domains=['te*'], name='x', parent='ghost')
+    assert '1 of 1 domains failed' in str(err.value)
+    assert "no snapshot 'ghost'" in err.value.result['results'][0]['msg']
+
+
+EFI_RAW = """<domain type='test'><name>%s</name><memory>8192</memory>
+<os><type>hvm</type><loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader></os>
+<devices><disk type='file' device='disk'><driver name='qemu' type='%s'/><source file='/guest/%s.img'/>
+<target dev='vda' bus='virtio'/></disk></devices></domain>"""
+
+
+@pytest.mark.parametrize('check_mode', [False, True])
+def test_uefi_refusal_names_the_real_state(conn, define, check_mode):
+    dom = define(EFI_RAW % ('efi', 'qcow2', 'efi'), start=True)
+    with pytest.raises(InvalidInput) as err:
+        run(check_mode=check_mode, domain='efi', name='x')
+    assert "domain 'efi' is running with UEFI" in str(err.value)
+    dom.suspend()
+    with pytest.raises(InvalidInput) as err:
+        run(check_mode=check_mode, domain='efi', name='x')
+    assert "domain 'efi' is paused with UEFI" in str(err.value) and 'running' not in str(err.value)
+    assert 'shut the domain down first, or set disk_only=true' in str(err.value)
+    assert dom.listAllSnapshots(0) == []
+
+
+def test_raw_disks():
+    from lxml import etree
+    xml = etree.fromstring(EFI_RAW % ('r', 'raw', 'r'))
+    assert raw_disks(xml) == ['vda (/guest/r.img)']
+    xml.find('devices/disk').set('snapshot', 'no')
+    assert raw_disks(xml) == []
+    assert raw_disks(etree.fromstring(EFI_RAW % ('q', 'qcow2', 'q'))) == []
+
+
+@pytest.mark.parametrize('check_mode', [False, True])
+def test_internal_snapshot_of_a_raw_disk_is_refused_before_libvirt(conn, define, check_mode):
+    dom = define((EFI_RAW % ('raw', 'raw', 'raw')).replace(
+        "<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>", ''))
+    with pytest.raises(InvalidInput) as err:
+        run(check_mode=check_mode, domain='raw', name='x')
+    text = str(err.value)
+    assert "cannot create snapshot 'x' of domain 'raw': disk vda (/guest/raw.img) is a raw image" in text
+    assert 'disk_only=true' in text and 'convert the disk to qcow2' in text
+    assert dom.listAllSnapshots(0) == []
+    # the way out named in the message is taken (the test driver makes no disk-only snapshot: check mode)
+    made = run(check_mode=True, domain='raw', name='x', disk_only=True)
+    assert made['changed'] and made['snapshot']['location'] == 'external'
+
+
+def test_backing_dependants():
+    chains = [['/i/top.qcow2', '/i/mid.qcow2', '/i/base.qcow2'], ['/i/other.qcow2', '/i/base.qcow2'],
+              ['/i/mid.qcow2', '/i/base.qcow2'], ['/i/alone.qcow2'], []]
+    found = backing_dependants(chains)
+    assert found['/i/base.qcow2'] == ['/i/top.qcow2', '/i/mid.qcow2', '/i/other.qcow2']
+    assert found['/i/mid.qcow2'] == ['/i/top.qcow2']
+    assert not found.get('/i/top.qcow2') and not found.get('/i/alone.qcow2')
+
+
+class FakeCheckpoint:
+    def __init__(self, name):
+        self.name = name
+
+    def getName(self):
+        return self.name
+
+
+@pytest.mark.parametrize('check_mode', [False, True])
+def test_revert_beside_a_checkpoint_is_refused(conn, seed_domain, check_mode, monkeypatch):
+    # The test driver takes no snapshot at all beside a checkpoint, so the checkpoint is faked here;
+    # the vm_snapshot target proves the refusal with a real checkpoint on a running QEMU domain.
+    monkeypatch.setattr(libvirt.virDomain, 'listAllCheckpoints', lambda self, flags=0: [FakeCheckpoint('ck1')])
+    dom = seed_domain
+    before = tree_of(conn)
+    with pytest.raises(InvalidInput) as err:
+        run(check_mode=check_mode, name='apache', state='reverted')
+    text = str(err.value)
+    assert "cannot revert domain 'test' to snapshot 'apache' beside checkpoint ck1 of domain 'test'" in text
+    assert 'virtnbdbackup' in text and 'incremental chain' in text and 'virsh checkpoint-delete test' in text
+    assert tree_of(conn) == before and dom.isActive()
+    # creating a snapshot of the running domain works beside it, as with QEMU
+    assert run(check_mode=check_mode, name='beside')['changed']
+    dom.destroy()
+    with pytest.raises(InvalidInput) as err:
+        run(check_mode=check_mode, name='offline')
+    assert "cannot create snapshot 'offline' of domain 'test' while it is shut off beside checkpoint ck1" in str(err.value)
+    assert 'offline' not in names(conn)
+
+
+@pytest.mark.parametrize('check_mode', [True, False])
+def test_offline_snapshot_beside_a_real_checkpoint_is_refused(conn, check_mode):
+    """Check mode must not predict a snapshot libvirt will refuse: a real checkpoint, the domain shut off."""
+    dom = conn.lookupByName('test')
+    dom.checkpointCreateXML('<domaincheckpoint><name>ck1</name></domaincheckpoint>', 0)
+    dom.destroy()
+    with pytest.raises(InvalidInput) as err:
+        run(check_mode=check_mode, name='x')
+    assert "beside checkpoint ck1 of domain 'test'" in str(err.value) and 'incremental chain' in str(err.value)
+    assert names(conn) == []
+
+
+def test_info_reports_checkpoints(conn, define):
+    dom = conn.lookupByName('test')
+    dom.checkpointCreateXML('<domaincheckpoint><name>ck1</name></domaincheckpoint>', 0)
+    dom.checkpointCreateXML('<domaincheckpoint><name>ck2</name></domaincheckpoint>', 0)
+    info = gather_info(dict(uri='test:///default', domain=None, domains=['test', 'ghost'], name=None, roots=False,
+                            leaves=False, descendants_of=None, location=None, snapshot_state=None, sizes=False,
+                            xml=False))
+    assert info['domains']['test']['checkpoints'] == ['ck1', 'ck2']
+    assert info['domains']['ghost']['checkpoints'] == []
+
+
+class FakeDomain:
+    """Only for the flags revert_snapshot passes: a real reset is proved in the vm_snapshot target."""
+
+    def __init__(self):
+        self.flags = None
+
+    def isActive(self):
+        return False
+
+    def snapshotLookupByName(self, name, flags=0):
+        return name
+
+    def revertToSnapshot(self, snap, flags):
+        self.flags = flags
+
+
+@pytest.mark.parametrize('given, expected', [
+    (dict(), 0),
+    (dict(reset_nvram=True), 'VIR_DOMAIN_SNAPSHOT_REVERT_RESET_NVRAM'),
+    (dict(force=True, after_revert='paused'), ('VIR_DOMAIN_SNAPSHOT_REVERT_FORCE', 'VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED')),
+    (dict(after_revert='running', reset_nvram=True),
+     ('VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING', 'VIR_DOMAIN_SNAPSHOT_REVERT_RESET_NVRAM')),
+])
+def test_revert_flags(given, expected):
+    dom = FakeDomain()
+    revert_snapshot(dom, 'd', 's', params(**given))
+    names_ = (expected,) if isinstance(expected, str) else expected or ()
+    want = 0
+    for flag in names_:
+        want |= getattr(libvirt, flag)
+    assert dom.flags == want
+
+
+def test_reset_nvram_that_leaves_the_domain_off_warns(conn, seed_domain):
+    # the test driver knows no reset flag: check mode, which tells the same
+    seed_domain.destroy()
+    run(name='off')
+    result = run(check_mode=True, name='off', state='reverted', reset_nvram=True)
+    assert result['changed'] and result['warnings'] == [_snapshot.NVRAM_NOT_RESET % ('test', 'off')]
+    assert 'warnings' not in run(check_mode=True, name='off', state='reverted', reset_nvram=True, after_revert='paused')
+    assert 'warnings' not in run(check_mode=True, name='pkg-updated', state='reverted', reset_nvram=True)
+
+
+class StoppingDomain(FakeDomain):
+    """What libvirt 9.0 did on a revert beside dirty bitmaps: the revert fails and the running guest is gone."""
+
+    def __init__(self, start_fails=False):
+        super().__init__()
+        self.active = True
+        self.start_fails = start_fails
+        self.started = 0
+
+    def isActive(self):
+        return self.active
+
+    def revertToSnapshot(self, snap, flags):
+        self.active = False
+        raise libvirt.libvirtError('internal error: qemu unexpectedly closed the monitor: Device has active dirty bitmaps')
+
+    def create(self):
+        if self.start_fails:
+            raise libvirt.libvirtError('cannot start')
+        self.started += 1
+        self.active = True
+
+
+def test_failed_revert_never_leaves_a_running_domain_stopped():
+    dom = StoppingDomain()
+    with pytest.raises(KvmError) as err:
+        revert_snapshot(dom, 'd', 's', params())
+    assert dom.started == 1 and dom.active
+    assert 'which was started again' in str(err.value) and 'Device has active dirty bitmaps' in str(err.value)
+    dom = StoppingDomain(start_fails=True)
+    with pytest.raises(KvmError) as err:
+        revert_snapshot(dom, 'd', 's', params())
+    assert 'start it by hand' in str(err.value)
+
+
+def test_remote_revert_warns_that_the_images_were_not_checked(conn, seed_domain, monkeypatch):
+    monkeypatch.setattr(_snapshot, '_is_local', lambda dom: False)
+    result = run(check_mode=True, name='apache', state='reverted')
+    assert result['warnings'] == [_snapshot.REMOTE_UNCHECKED % ('test', 'test:///default')]
+
+
+@pytest.mark.parametrize('check_mode', [True, False])
+def test_offline_metadata_changes_beside_a_checkpoint_are_refused(conn, seed_domain, check_mode, monkeypatch):
+    """libvirt redefines no snapshot of a shut-off QEMU domain with checkpoints: current, description, parent."""
+    monkeypatch.setattr(libvirt.virDomain, 'listAllCheckpoints', lambda self, flags=0: [FakeCheckpoint('ck1')])
+    seed_domain.destroy()
+    before = tree_of(conn)
+    for given in (dict(name='nginx', state='current'), dict(name='nginx', description='new'),
+                  dict(name='php', parent='nginx')):
+        with pytest.raises(InvalidInput) as err:
+            run(check_mode=check_mode, **given)
+        assert 'while it is shut off beside checkpoint ck1' in str(err.value)
+    assert tree_of(conn) == before
+    # nothing to change is still ok, checkpoint or not
+    assert not run(check_mode=check_mode, name='wordpress', state='current')['changed']
