@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # image_digest.sh IMAGE: what a qcow2 image holds, read with qemu-img alone: its
 # snapshot table, then the SHA-256 of the raw data of every internal snapshot and
 # of the active layer, each converted whole (qemu-img convert -l snapshot.name=...).
