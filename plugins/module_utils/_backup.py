@@ -788,7 +788,12 @@ def make_dirs(path, mode=0o700):
             break
         path = parent
     for directory in reversed(missing):
-        make_dir(directory, mode)
+        try:
+            make_dir(directory, mode)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise
+            # another run (a backup of another domain into the same dest) made it meanwhile
     return bool(missing)
 
 
