@@ -1484,13 +1484,14 @@ def _check_writable(dest):
     before the domain is paused or shut down; in check mode too.
     """
     anchor = dest if os.path.isdir(dest) else _existing_parent(dest)
-    where = dest if anchor == dest else '%s (dest %s does not exist yet)' % (anchor, dest)
+    where = dest if anchor == dest else '%s (its nearest existing parent is %s)' % (dest, anchor)
     if os.statvfs(anchor).f_flag & os.ST_RDONLY:
-        raise InvalidInput('%s is on a read-only file system: remount it read-write, or choose another dest '
-                           '(nothing was paused or written)' % where)
+        raise InvalidInput('cannot write a backup into %s: Read-only file system: remount it read-write, or choose '
+                           'another dest (nothing was paused or written)' % where)
     if not os.access(anchor, os.W_OK | os.X_OK):
-        raise InvalidInput('%s is not writable by uid %d: run as root (become: true), fix its permissions, or '
-                           'choose another dest (nothing was paused or written)' % (where, os.geteuid()))
+        raise InvalidInput('cannot write a backup into %s: Permission denied for uid %d: run as root (become: true), '
+                           'fix its permissions, or choose another dest (nothing was paused or written)'
+                           % (where, os.geteuid()))
 
 
 def _probe_writable(dest):
