@@ -2718,8 +2718,8 @@ class Restorer:
         if first is None:
             return None
         directory = os.path.dirname(first.final)
-        path = os.path.join(directory, '.%s.xml%s%s' % (safe_label(self.existing.name()), REPLACED,
-                                                          secrets.token_hex(4)))
+        base = '.%s.xml%s%s' % (safe_label(self.existing.name()), REPLACED, secrets.token_hex(4))
+        path = os.path.join(directory, base)
         fd = create_file(path)
         try:
             write_all(fd, old_xml.encode())

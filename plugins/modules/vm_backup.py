@@ -61,10 +61,10 @@ options:
     description:
       - Directory to write the backup into, created mode 0700 (with missing parents) if needed.
       - Backups are named C(<domain>-<UUID tag>-<UTC time>.tar.zst) (C(.tar) without compression, no suffix
-        for O(format=directory)), for example C(web1-6f1c5c33-20261127T020304.517Z.tar.zst): the domain name
+        for O(format=directory)), for example C(web1-6f1c5c33-20261127T020304.517Z.tar.zst), with the domain name
         made safe for a file name, the first 8 hex digits of the domain's UUID, and the time to the
         millisecond, so two domains whose names look alike in a file name (C(web 1), C(web_1)) never share
-        a name and one domain's backups sort by time. A name is never reused: a backup started in the same
+        a name and one domain's backups sort by time. A name is never reused; a backup started in the same
         millisecond as another of the domain takes the next free one. RV(backup.path) says which it got.
       - Only one backup of a domain runs at a time on a host; a second one waits until the first has
         finished (RV(backup.waited)), then looks at the domain afresh.
@@ -311,7 +311,7 @@ interrupted:
   description:
     - When SIGTERM, SIGHUP or SIGINT stopped the module (the task fails), the signal and what was done on the
       way out, in order, for example that the partial backup was removed and the domain resumed. The same
-      sentences end RV(msg).
+      sentences end the failure message.
   returned: when the module was interrupted
   type: dict
   contains:
@@ -425,8 +425,8 @@ restored:
     set_aside:
       description:
         - Files beside the restored ones that an earlier, interrupted restore (for example a SIGKILL) set
-          aside and never put back: the disk images it replaced and, as C(.<domain>.xml.kvmsnap-replaced-*),
-          the domain definition it undefined. They are left for you (a warning names them).
+          aside and never put back, that is the disk images it replaced and, as
+          C(.<domain>.xml.kvmsnap-replaced-*), the domain definition it undefined. They are left for you (a warning names them).
       type: list
       elements: str
       returned: when there are any
