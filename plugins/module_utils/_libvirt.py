@@ -135,7 +135,9 @@ def _interrupt(signum, _frame):
 
 def note_undone(exc, text):
     """Record on an interruption what the code did on its way out (no-op for other exceptions)."""
-    if isinstance(exc, Interrupted):
+    if isinstance(exc, KeyboardInterrupt):
+        if not hasattr(exc, 'done'):
+            exc.done = []   # a KeyboardInterrupt raised without our handler
         exc.done.append(text)
 
 

@@ -185,3 +185,16 @@ def test_leftovers_of_an_interrupted_restore_are_found_beside_the_files(tmp_path
     found = bk.set_aside_leftovers([str(images / 'web1.qcow2'), str(tmp_path / 'nowhere' / 'x')])
     assert found == sorted([str(images / ('.web1.qcow2' + bk.REPLACED + 'ab12cd34')),
                             str(images / ('.web1.xml' + bk.REPLACED + 'ef56ab78'))])
+
+
+def test_a_plain_keyboard_interrupt_reports_what_was_undone_too(handlers):
+    def work():
+        try:
+            raise KeyboardInterrupt()
+        except BaseException as exc:
+            lv.note_undone(exc, 'the thing was put back')
+            raise
+
+    result = run(work)
+    assert result['msg'] == 'interrupted by SIGINT: the thing was put back'
+    assert result['interrupted'] == dict(signal='SIGINT', done=['the thing was put back'])
