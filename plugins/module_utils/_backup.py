@@ -1548,6 +1548,7 @@ class DomainHold:
             self.touched = True
             self.dom.shutdown()
             if not _wait_state(self.dom, ('shutoff',), self.timeout):
+                self.touched = False    # still running: nothing to start again, and no second wait
                 raise OperationFailed("domain '%s' did not shut down within %d s (does its guest handle ACPI "
                                       "shutdown?): raise shutdown_timeout, shut it down yourself, or use "
                                       "if_running: suspend" % (self.name, self.timeout))

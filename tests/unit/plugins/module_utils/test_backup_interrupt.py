@@ -198,3 +198,14 @@ def test_a_plain_keyboard_interrupt_reports_what_was_undone_too(handlers):
     result = run(work)
     assert result['msg'] == 'interrupted by SIGINT: the thing was put back'
     assert result['interrupted'] == dict(signal='SIGINT', done=['the thing was put back'])
+
+
+def test_a_shutdown_that_times_out_is_not_waited_for_twice(conn, monkeypatch):
+    dom = conn.lookupByName('test')
+    monkeypatch.setattr(bk, '_wait_state', lambda *args: False)  # a guest that ignores ACPI
+    monkeypatch.setattr(dom, 'shutdown', lambda: None)
+    hold = bk.DomainHold(dom, 'shutdown', 1)
+    with pytest.raises(lv.OperationFailed, match='did not shut down within 1 s'):
+        hold.take()
+    assert hold.give_back() == (None, None)
+    assert lv.domain_state(dom) == 'running'
