@@ -1511,7 +1511,8 @@ class DomainLock:
     The lock is per domain UUID and host-wide rather than per ``dest``: two backups of one
     domain into two places would otherwise pause and resume the guest under each other.
     It lives in /run/lock (tmpfs), so nothing is left in ``dest``; the kernel drops it
-    when the process dies, even by SIGKILL.
+    when the process dies, even by SIGKILL. The holder removes the file when done; a
+    waiter that then gets the lock of a removed file opens the path afresh.
     """
 
     def __init__(self, uuid):
@@ -1521,14 +1522,30 @@ class DomainLock:
         self.waited = 0.0
 
     def __enter__(self):
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        if not try_lock(self.fd):
-            started = time.monotonic()
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-            self.waited = round(time.monotonic() - started, 3)
-        return self
+        started = time.monotonic()
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                if not try_lock(fd):
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    self.waited = round(time.monotonic() - started, 3)
+                try:
+                    current = os.stat(self.path, follow_symlinks=False).st_ino
+                except FileNotFoundError:
+                    current = None
+            except BaseException:
+                os.close(fd)
+                raise
+            if current == os.fstat(fd).st_ino:
+                self.fd = fd
+                return self
+            os.close(fd)    # the previous holder removed that file: lock the one at the path now
 
     def __exit__(self, *exc_info):
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
         os.close(self.fd)
         self.fd = None
 

@@ -203,6 +203,33 @@ def test_a_second_backup_of_the_domain_waits_for_the_first(tmp_path, monkeypatch
     thread.join(10)
     assert order[0] == ('first done', None)
     assert order[1][0] == 'second' and order[1][1] >= 0.2
+    assert os.listdir(tmp_path) == []  # each holder removes its lock file
+
+
+def test_waiters_after_a_removed_lock_file_still_take_turns(tmp_path, monkeypatch):
+    monkeypatch.setattr(bk, 'LOCK_DIR', str(tmp_path))
+    inside = []
+    overlaps = []
+    lock = threading.Lock()
+
+    def backup():
+        for _round in range(20):
+            with bk.DomainLock(UUID_A):
+                with lock:
+                    inside.append(1)
+                    if len(inside) > 1:
+                        overlaps.append(len(inside))
+                time.sleep(0.001)
+                with lock:
+                    inside.pop()
+
+    threads = [threading.Thread(target=backup) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert overlaps == []
+    assert os.listdir(tmp_path) == []
 
 
 # ---------------------------------------------------------------- dest checked before anything happens
