@@ -1611,8 +1611,6 @@ def make_backup(params, check_mode=False):
         _check_writable(dest)
         if check_mode:
             return _plan_backup(conn, dom, params, dest, suffix, compression)
-        make_dirs(dest)
-        _probe_writable(dest)
         # Everything from the domain's state on is read under the lock: a run that waited sees
         # the domain as the previous backup left it.
         with DomainLock(dom.UUIDString()) as lock:
@@ -1667,6 +1665,9 @@ def _make_backup_locked(conn, dom, params, dest, suffix, compression, level):
     action = _running_action(dom, state, params)
     plan = Plan(conn, dom)
     _space_needed(plan, dest)
+    # Only now, after every refusal, is dest touched: a refused backup changes nothing.
+    make_dirs(dest)
+    _probe_writable(dest)
     result = dict(changed=True, warnings=plan.warnings) if plan.warnings else dict(changed=True)
     remove_stale(dest, partial_pattern(plan.name, plan.uuid))
     remove_stale(dest, partial_pattern(plan.name))
