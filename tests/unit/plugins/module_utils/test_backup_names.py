@@ -223,7 +223,7 @@ def test_waiters_after_a_removed_lock_file_still_take_turns(tmp_path, monkeypatc
                 with lock:
                     inside.pop()
 
-    threads = [threading.Thread(target=backup) for _ in range(4)]
+    threads = [threading.Thread(target=backup) for _index in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
