@@ -10,11 +10,15 @@ A backup is a directory tree, either packed into one tar stream (compressed by
 the ``zstd`` program, so plain ``tar -I zstd -xf`` opens it) or kept as plain
 files::
 
-    <domain>-<UTC stamp>/manifest.json     first: what is in the backup, where it came from
-    <domain>-<UTC stamp>/domain.xml        the inactive definition, with security info
-    <domain>-<UTC stamp>/snapshots/0001.xml ...  every snapshot, parents before children
-    <domain>-<UTC stamp>/nvram/...  tpm/...  disks/NN-<image>
-    <domain>-<UTC stamp>/checksums.json    last: SHA-256 of every file, the manifest included
+    <name>/manifest.json     first: what is in the backup, where it came from
+    <name>/domain.xml        the inactive definition, with security info
+    <name>/snapshots/0001.xml ...  every snapshot, parents before children
+    <name>/nvram/...  tpm/...  disks/NN-<image>
+    <name>/checksums.json    last: SHA-256 of every file, the manifest included
+
+where ``<name>`` is ``<label>-<UUID tag>-<UTC stamp to the millisecond>`` (see
+backup_name). Which domain a backup belongs to is the UUID in its manifest,
+never the label.
 
 Sparse files stay sparse: only their data regions (``SEEK_DATA``/``SEEK_HOLE``)
 are read, stored (GNU tar's sparse format 1.0 in the archive) and hashed. A
@@ -60,6 +64,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
     etree,
     libvirt,
     lookup_domain,
+    note_undone,
     one_line,
     parse_xml,
     qemu_img_info,
@@ -82,11 +87,16 @@ ZSTD_MAGIC = b'\x28\xb5\x2f\xfd'
 SMALL_LIMIT = 64 << 20      # XML and JSON members are read into memory up to this size
 PAX_LIMIT = 1 << 20
 MAP_LIMIT = 1 << 22         # regions in one sparse map
-STAMP_FORMAT = '%Y%m%dT%H%M%SZ'
+STAMP_FORMAT = '%Y%m%dT%H%M%SZ'      # names written before names carried the UUID tag
+NAME_STAMP = '%Y%m%dT%H%M%S'
+TAG_LENGTH = 8                      # hex digits of the domain UUID in a backup's name
+LOCK_DIR = '/run/lock'
 SUFFIXES = {'zstd': '.tar.zst', 'none': '.tar', 'directory': ''}
 PARTIAL = '.partial-'
 RESTORING = '.kvmsnap-restore-'
 REPLACED = '.kvmsnap-replaced-'
+# Test-only pause point (see test_pause): inert unless this variable names the point.
+PAUSE_ENV = 'KVMSNAP_TEST_PAUSE'
 
 NVRAM_DIR = '/var/lib/libvirt/qemu/nvram'
 SWTPM_DIR = '/var/lib/libvirt/swtpm'
@@ -132,22 +142,55 @@ def safe_label(text):
     return label or '_'
 
 
-def backup_name(domain_name, when):
-    """``<domain>-<UTC stamp>``: sorts by time within one domain."""
-    return '%s-%s' % (safe_label(domain_name), when.strftime(STAMP_FORMAT))
+def uuid_tag(uuid):
+    """The first hex digits of a domain UUID: enough to tell a host's domains apart in a file name."""
+    return uuid.replace('-', '').lower()[:TAG_LENGTH]
+
+
+def backup_name(domain_name, when, uuid=None):
+    """A backup's name; it sorts by time within one domain.
+
+    With ``uuid`` (every backup written now): ``<label>-<UUID tag>-<UTC stamp, ms>``, so
+    ``web 1`` and ``web_1`` (both labelled ``web_1``) never share a name. Without:
+    ``<label>-<UTC stamp>``, the names written before, still recognised by listing.
+    """
+    if uuid is None:
+        return '%s-%s' % (safe_label(domain_name), when.strftime(STAMP_FORMAT))
+    return '%s-%s-%s.%03dZ' % (safe_label(domain_name), uuid_tag(uuid), when.strftime(NAME_STAMP),
+                               when.microsecond // 1000)
+
+
+NAME_PATTERN = re.compile(r'^(?P<label>.+)-(?P<tag>[0-9a-f]{%d})-(?P<stamp>\d{8}T\d{6})\.(?P<ms>\d{3})Z'
+                          r'(?P<suffix>\.tar\.zst|\.tar)?$' % TAG_LENGTH)
+OLD_NAME_PATTERN = re.compile(r'^(?P<label>.+)-(?P<stamp>\d{8}T\d{6})Z(?P<suffix>\.tar\.zst|\.tar)?$')
 
 
 def backup_pattern(domain_name):
     return re.compile(r'^%s-(?P<stamp>\d{8}T\d{6}Z)(?P<suffix>\.tar\.zst|\.tar)?$' % re.escape(safe_label(domain_name)))
 
 
-def partial_pattern(domain_name):
+def partial_pattern(domain_name, uuid=None):
+    """Leftovers of a killed run: by label (names written before), or by UUID tag with ``uuid``."""
+    if uuid is not None:
+        return re.compile(r'^\..+-%s-\d{8}T\d{6}\.\d{3}Z(\.tar\.zst|\.tar)?%s[0-9a-f]+$'
+                          % (uuid_tag(uuid), re.escape(PARTIAL)))
     return re.compile(r'^\.%s-\d{8}T\d{6}Z(\.tar\.zst|\.tar)?%s[0-9a-f]+$'
                       % (re.escape(safe_label(domain_name)), re.escape(PARTIAL)))
 
 
+def _complete_kind(entry, match):
+    """A name with a tar suffix must be a file, one without a directory; anything else is not ours."""
+    if match.group('suffix'):
+        return entry.is_file(follow_symlinks=False)
+    return entry.is_dir(follow_symlinks=False)
+
+
 def list_backups(dest, domain_name):
-    """Complete backups of ``domain_name`` in ``dest``, oldest first: ``[(entry_name, path)]``."""
+    """Backups with the old-style name ``<label>-<stamp>`` of ``domain_name``, oldest first: ``[(entry_name, path)]``.
+
+    Matches by label only, which ``web 1`` and ``web_1`` share: use ``domain_backups``
+    to know which backups belong to a domain.
+    """
     pattern = backup_pattern(domain_name)
     found = []
     try:
@@ -156,13 +199,82 @@ def list_backups(dest, domain_name):
         return []
     for entry in entries:
         match = pattern.match(entry.name)
-        if not match:
-            continue
-        is_dir = entry.is_dir(follow_symlinks=False)
-        is_file = entry.is_file(follow_symlinks=False)
-        if (match.group('suffix') and is_file) or (not match.group('suffix') and is_dir):
+        if match and _complete_kind(entry, match):
             found.append((match.group('stamp'), entry.name, entry.path))
     return [(name, path) for _stamp, name, path in sorted(found)]
+
+
+def read_manifest(path):
+    """The manifest of the backup at ``path``, read from the head of its stream only; None if it has none.
+
+    Cheap whatever the backup's size: an archive is decompressed only as far as
+    its first member (zstd is stopped there), a directory's manifest.json is read.
+    """
+    try:
+        source = open_source(path)
+    except (KvmError, OSError):
+        return None
+    try:
+        for member in source.members():
+            if member.is_dir:
+                continue
+            if member.name != MANIFEST or member.size > SMALL_LIMIT:
+                return None
+            data = b''.join(bytes(buf[:count]) for _pos, buf, count in source.read(member, lambda: source.buf))
+            return check_manifest(json.loads(data))
+    except (KvmError, ValueError, OSError):
+        return None
+    finally:
+        source.close()
+    return None
+
+
+def domain_backups(dest, uuid):
+    """Complete backups in ``dest`` of the domain with ``uuid``, oldest first: ``[(entry_name, path)]``.
+
+    The domain is the UUID its manifest records. Candidates are the names carrying
+    that UUID's tag and every old-style name (whose label may be another domain's,
+    or this one's before a rename); each is confirmed by its manifest. A backup
+    whose manifest cannot be read belongs to no domain here, so retention never
+    removes it.
+    """
+    tag = uuid_tag(uuid)
+    found = []
+    try:
+        entries = list(os.scandir(dest))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        match = NAME_PATTERN.match(entry.name)
+        if match:
+            if match.group('tag') != tag:
+                continue
+            key = (match.group('stamp'), match.group('ms'))
+        else:
+            match = OLD_NAME_PATTERN.match(entry.name)
+            if not match:
+                continue
+            key = (match.group('stamp'), '000')
+        if not _complete_kind(entry, match):
+            continue
+        manifest = read_manifest(entry.path)
+        if manifest is None or str(manifest['domain'].get('uuid', '')).lower() != uuid.lower():
+            continue
+        found.append((key, entry.name, entry.path))
+    return [(name, path) for _key, name, path in sorted(found)]
+
+
+def free_name(dest, domain_name, uuid, when, suffix):
+    """A backup name not yet taken in ``dest``: the stamp moves on by a millisecond until it is free.
+
+    Called under the domain's lock, so no other backup of this domain picks the same
+    name meanwhile; other domains' names differ by their UUID tag.
+    """
+    while True:
+        name = backup_name(domain_name, when, uuid)
+        if not any(os.path.lexists(os.path.join(dest, name + other)) for other in set(SUFFIXES.values()) | {suffix}):
+            return name, when
+        when += datetime.timedelta(milliseconds=1)
 
 
 def check_relative(name, what='member'):
@@ -633,6 +745,11 @@ def utcnow():
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
 
 
+def utcnow_ms():
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
 # --------------------------------------------------------------------------
 # Files and directories created 0600 / 0700 whatever the umask
 # --------------------------------------------------------------------------
@@ -671,7 +788,12 @@ def make_dirs(path, mode=0o700):
             break
         path = parent
     for directory in reversed(missing):
-        make_dir(directory, mode)
+        try:
+            make_dir(directory, mode)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise
+            # another run (a backup of another domain into the same dest) made it meanwhile
     return bool(missing)
 
 
@@ -718,6 +840,39 @@ def remove_stale(directory, pattern):
         finally:
             os.close(fd)
     return removed
+
+
+def test_pause(point):
+    """Test-only: stop at ``point`` when ``KVMSNAP_TEST_PAUSE=<point>:<flag file>`` is set; inert otherwise.
+
+    Writes this process's pid into the flag file and sleeps (10 minutes at most), so an
+    integration test can SIGKILL the module inside a window that is otherwise far too
+    short to hit. Points: ``restore-commit`` (domain undefined, first file set aside).
+    """
+    spec = os.environ.get(PAUSE_ENV, '')
+    if not spec.startswith(point + ':'):
+        return
+    with open(spec.split(':', 1)[1], 'w') as handle:
+        handle.write('%d\n' % os.getpid())
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def set_aside_leftovers(paths):
+    """Files an interrupted restore set aside beside ``paths`` (previous disks, definition): ``[path]``.
+
+    They hold the data a restore replaced; nothing ever deletes them but the restore that
+    made them, so a killed one leaves them for the user, and the next restore names them.
+    """
+    found = set()
+    for directory in sorted({os.path.dirname(p) for p in paths}):
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        found.update(os.path.join(directory, n) for n in names if n.startswith('.') and REPLACED in n)
+    return sorted(found)
 
 
 PIPE_SIZE = 8 << 20  # room for zstd to run ahead while we hash
@@ -1244,6 +1399,7 @@ class Plan:
     def manifest(self, name, created, state, params):
         # The XML files' digests are in the manifest too, so that a restore can trust them
         # (and plan where the files go) before the checksum list at the end arrives.
+        created = created.replace(microsecond=0)  # the name carries the milliseconds
         raw = self.xml.encode()
         files = [dict(name='domain.xml', role='domain', size=len(raw), sha256=digest_bytes(raw))]
         self.snapshot_files = []
@@ -1280,7 +1436,8 @@ class Plan:
 
 def _check_backup_options(params):
     if params['keep'] is not None and params['keep'] < 1:
-        raise InvalidInput('keep must be 1 or more (it counts the backup just made), got %d' % params['keep'])
+        raise InvalidInput('keep must be 1 or more (it counts the backup just made), got %d: omit keep to keep '
+                           'every backup' % params['keep'])
     if params['threads'] < 0:
         raise InvalidInput('threads must be 0 (all cores) or more, got %d' % params['threads'])
     if params['compression_level'] is not None and not 1 <= params['compression_level'] <= 22:
@@ -1320,6 +1477,124 @@ def _free_bytes(path):
     return info.f_bavail * info.f_frsize
 
 
+def _check_writable(dest):
+    """Refuse a ``dest`` (or, when missing, its nearest existing parent) this run cannot write into.
+
+    Checked before free space (a read-only file system may report 0 bytes free) and
+    before the domain is paused or shut down; in check mode too.
+    """
+    anchor = dest if os.path.isdir(dest) else _existing_parent(dest)
+    where = dest if anchor == dest else '%s (its nearest existing parent is %s)' % (dest, anchor)
+    if os.statvfs(anchor).f_flag & os.ST_RDONLY:
+        raise InvalidInput('cannot write a backup into %s: Read-only file system: remount it read-write, or choose '
+                           'another dest (nothing was paused or written)' % where)
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        raise InvalidInput('cannot write a backup into %s: Permission denied for uid %d: run as root (become: true), '
+                           'fix its permissions, or choose another dest (nothing was paused or written)'
+                           % (where, os.geteuid()))
+
+
+def _probe_writable(dest):
+    """Create and remove one file in ``dest``: what an ACL, an immutable flag or a quota would refuse."""
+    try:
+        fd, path = tempfile.mkstemp(prefix='.kvmsnap-probe-', dir=dest)
+    except OSError as exc:
+        raise OperationFailed(os_error_text(exc, 'creating a file', dest=dest, way_out='choose another dest')
+                              + ' (nothing was paused or written)') from None
+    os.close(fd)
+    os.unlink(path)
+
+
+class DomainLock:
+    """One backup of a domain at a time on this host: a later one waits for the earlier one.
+
+    The lock is per domain UUID and host-wide rather than per ``dest``: two backups of one
+    domain into two places would otherwise pause and resume the guest under each other.
+    It lives in /run/lock (tmpfs), so nothing is left in ``dest``; the kernel drops it
+    when the process dies, even by SIGKILL. The holder removes the file when done; a
+    waiter that then gets the lock of a removed file opens the path afresh.
+    """
+
+    def __init__(self, uuid):
+        directory = LOCK_DIR if os.path.isdir(LOCK_DIR) and os.access(LOCK_DIR, os.W_OK) else tempfile.gettempdir()
+        self.path = os.path.join(directory, 'kvm.snapshots-backup-%s.lock' % uuid.lower())
+        self.fd = None
+        self.waited = 0.0
+
+    def __enter__(self):
+        started = time.monotonic()
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                if not try_lock(fd):
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    self.waited = round(time.monotonic() - started, 3)
+                try:
+                    current = os.stat(self.path, follow_symlinks=False).st_ino
+                except FileNotFoundError:
+                    current = None
+            except BaseException:
+                os.close(fd)
+                raise
+            if current == os.fstat(fd).st_ino:
+                self.fd = fd
+                return self
+            os.close(fd)    # the previous holder removed that file: lock the one at the path now
+
+    def __exit__(self, *exc_info):
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+
+class DomainHold:
+    """Pauses or shuts down a domain for the copy, and brings it back however the copy ends."""
+
+    def __init__(self, dom, action, timeout):
+        self.dom = dom
+        self.name = dom.name()
+        self.action = action
+        self.timeout = timeout
+        self.touched = False    # set before the call: an interruption inside it still gives the domain back
+
+    def take(self):
+        if self.action == 'shutdown':
+            self.touched = True
+            self.dom.shutdown()
+            if not _wait_state(self.dom, ('shutoff',), self.timeout):
+                self.touched = False    # still running: nothing to start again, and no second wait
+                raise OperationFailed("domain '%s' did not shut down within %d s (does its guest handle ACPI "
+                                      "shutdown?): raise shutdown_timeout, shut it down yourself, or use "
+                                      "if_running: suspend" % (self.name, self.timeout))
+        elif self.action == 'suspend':
+            self.touched = True
+            self.dom.suspend()
+
+    def give_back(self):
+        """Start or resume the domain again: ``(what was done or None, error text or None)``."""
+        if not self.touched:
+            return None, None
+        self.touched = False
+        try:
+            if self.action == 'suspend':
+                if domain_state(self.dom) != 'paused':
+                    return None, None   # resumed by someone else meanwhile
+                self.dom.resume()
+                return "domain '%s' was resumed" % self.name, None
+            # An interrupted wait: the guest was asked to shut down and may still be going down.
+            if not _wait_state(self.dom, ('shutoff',), self.timeout):
+                return None, ("domain '%s' was asked to shut down and is still %s: check it, and start it when it "
+                              "is off ('virsh start %s')" % (self.name, domain_state(self.dom), self.name))
+            self.dom.create()
+            return "domain '%s' was started again" % self.name, None
+        except libvirt.libvirtError as exc:
+            return None, ('starting it again failed: %s: start it by hand (virsh start/resume %s)'
+                          % (translate(exc), self.name))
+
+
 def make_backup(params, check_mode=False):
     """vm_backup state=present."""
     _check_backup_options(params)
@@ -1333,62 +1608,97 @@ def make_backup(params, check_mode=False):
         if not dom.isPersistent():
             raise InvalidInput("domain '%s' is transient (not defined): define it first ('virsh define'), "
                                "then back it up" % dom.name())
-        state = domain_state(dom)
-        action = _running_action(dom, state, params)
-        plan = Plan(conn, dom)
-        needed = plan.allocated() + (1 << 20)
-        free_at = dest if os.path.isdir(dest) else _existing_parent(dest)
-        free = _free_bytes(free_at)
-        if free < needed:
-            raise OperationFailed('not enough space in %s for the backup of %s: needs up to %s (allocated size '
-                                  'of its files), %s free: free space or choose another dest'
-                                  % (free_at, plan.name, human_size(needed), human_size(free)))
-        when = utcnow()
-        name = backup_name(plan.name, when)
-        existing = list_backups(dest, plan.name) if os.path.isdir(dest) else []
-        result = dict(changed=True, warnings=plan.warnings) if plan.warnings else dict(changed=True)
+        _check_writable(dest)
         if check_mode:
-            removed = [path for _n, path in (existing + [(name + suffix, None)])[:-params['keep']]] \
-                if params['keep'] else []
-            result.update(backup=dict(
-                path=os.path.join(dest, name + suffix), format=params['format'],
-                compression=None if compression == 'directory' else compression,
-                domain=plan.name, uuid=plan.uuid, action=action,
-                files=[dict(name=e['name'], role=e['role'], path=e.get('path'), size=e['size'])
-                       for e in plan.manifest(name, when, state, params)['files']],
-                snapshots=list(plan.order), current_snapshot=plan.current, size=None,
-                estimated_size=needed), removed=removed)
-            return result
-        make_dirs(dest)
-        remove_stale(dest, partial_pattern(plan.name))
-        resumed = _prepare_domain(dom, action, params['shutdown_timeout'], plan.name)
-        try:
-            outcome = _write_backup(plan, dest, name, suffix, compression, level, params, when, state)
-        except KvmError as exc:
-            restart_error = _restore_domain_state(dom, action, resumed)
-            if restart_error:
-                raise OperationFailed('%s; and %s' % (exc, restart_error)) from None
-            raise
-        except BaseException:
-            _restore_domain_state(dom, action, resumed)
-            raise
-        restart_error = _restore_domain_state(dom, action, resumed)
-        duration = time.monotonic() - started
-        outcome.update(duration=round(duration, 3),
-                       throughput=int(outcome['data_size'] / duration) if duration > 0 else None,
-                       action=action)
-        removed = []
-        if params['keep']:
-            for _entry, path in list_backups(dest, plan.name)[:-params['keep']]:
-                if os.path.isdir(path):
-                    shutil.rmtree(path)
-                else:
-                    os.unlink(path)
-                removed.append(path)
-        result.update(backup=outcome, removed=removed)
-        if restart_error:
-            raise OperationFailed('backup written to %s, but %s' % (outcome['path'], restart_error), **result)
+            return _plan_backup(conn, dom, params, dest, suffix, compression)
+        # Everything from the domain's state on is read under the lock: a run that waited sees
+        # the domain as the previous backup left it.
+        with DomainLock(dom.UUIDString()) as lock:
+            result = _make_backup_locked(conn, dom, params, dest, suffix, compression, level)
+        if lock.waited:
+            result['backup']['waited'] = lock.waited
+        result['backup']['duration'] = round(time.monotonic() - started, 3)
+        data_size = result['backup']['data_size']
+        duration = result['backup']['duration']
+        result['backup']['throughput'] = int(data_size / duration) if duration > 0 else None
         return result
+
+
+def _space_needed(plan, dest):
+    needed = plan.allocated() + (1 << 20)
+    free_at = dest if os.path.isdir(dest) else _existing_parent(dest)
+    free = _free_bytes(free_at)
+    if free < needed:
+        raise OperationFailed('not enough space in %s for the backup of %s: needs up to %s (allocated size '
+                              'of its files), %s free: free space or choose another dest'
+                              % (free_at, plan.name, human_size(needed), human_size(free)))
+    return needed
+
+
+def _plan_backup(conn, dom, params, dest, suffix, compression):
+    """Check mode: the backup the real run would write, and what ``keep`` would remove."""
+    state = domain_state(dom)
+    action = _running_action(dom, state, params)
+    plan = Plan(conn, dom)
+    needed = _space_needed(plan, dest)
+    when = utcnow_ms()
+    if os.path.isdir(dest):
+        name, when = free_name(dest, plan.name, plan.uuid, when, suffix)
+        existing = domain_backups(dest, plan.uuid)
+    else:
+        name, existing = backup_name(plan.name, when, plan.uuid), []
+    removed = [path for _n, path in (existing + [(name + suffix, None)])[:-params['keep']]] if params['keep'] else []
+    result = dict(changed=True, warnings=plan.warnings) if plan.warnings else dict(changed=True)
+    result.update(backup=dict(
+        path=os.path.join(dest, name + suffix), name=name, format=params['format'],
+        compression=None if compression == 'directory' else compression,
+        domain=plan.name, uuid=plan.uuid, action=action,
+        files=[dict(name=e['name'], role=e['role'], path=e.get('path'), size=e['size'])
+               for e in plan.manifest(name, when, state, params)['files']],
+        snapshots=list(plan.order), current_snapshot=plan.current, size=None,
+        estimated_size=needed), removed=removed)
+    return result
+
+
+def _make_backup_locked(conn, dom, params, dest, suffix, compression, level):
+    state = domain_state(dom)
+    action = _running_action(dom, state, params)
+    plan = Plan(conn, dom)
+    _space_needed(plan, dest)
+    # Only now, after every refusal, is dest touched: a refused backup changes nothing.
+    make_dirs(dest)
+    _probe_writable(dest)
+    result = dict(changed=True, warnings=plan.warnings) if plan.warnings else dict(changed=True)
+    remove_stale(dest, partial_pattern(plan.name, plan.uuid))
+    remove_stale(dest, partial_pattern(plan.name))
+    name, when = free_name(dest, plan.name, plan.uuid, utcnow_ms(), suffix)
+    hold = DomainHold(dom, action, params['shutdown_timeout'])
+    try:
+        hold.take()
+        outcome = _write_backup(plan, dest, name, suffix, compression, level, params, when, state)
+    except BaseException as exc:
+        done, restart_error = hold.give_back()
+        if done:
+            note_undone(exc, done)
+        if restart_error:
+            note_undone(exc, restart_error)
+            if isinstance(exc, KvmError):
+                raise OperationFailed('%s; and %s' % (exc, restart_error)) from None
+        raise
+    _done, restart_error = hold.give_back()
+    outcome.update(action=action)
+    removed = []
+    if params['keep']:
+        for _entry, path in domain_backups(dest, plan.uuid)[:-params['keep']]:
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+            removed.append(path)
+    result.update(backup=outcome, removed=removed)
+    if restart_error:
+        raise OperationFailed('backup written to %s, but %s' % (outcome['path'], restart_error), **result)
+    return result
 
 
 def _existing_parent(path):
@@ -1413,34 +1723,6 @@ def _running_action(dom, state, params):
                        % (dom.name(), state, dom.name()))
 
 
-def _prepare_domain(dom, action, timeout, name):
-    if action == 'shutdown':
-        dom.shutdown()
-        if not _wait_state(dom, ('shutoff',), timeout):
-            raise OperationFailed("domain '%s' did not shut down within %d s (does its guest handle ACPI shutdown?): "
-                                  "raise shutdown_timeout, shut it down yourself, or use if_running: suspend"
-                                  % (name, timeout))
-        return True
-    if action == 'suspend':
-        dom.suspend()
-        return True
-    return False
-
-
-def _restore_domain_state(dom, action, changed):
-    """Start or resume the domain again; return a message when that failed."""
-    if not changed:
-        return None
-    try:
-        if action == 'shutdown':
-            dom.create()
-        elif action == 'suspend':
-            dom.resume()
-    except libvirt.libvirtError as exc:
-        return 'starting it again failed: %s: start it by hand (virsh start/resume %s)' % (translate(exc), dom.name())
-    return None
-
-
 def _open_source_file(entry):
     try:
         src = os.open(entry['path'], os.O_RDONLY | os.O_CLOEXEC)
@@ -1454,11 +1736,6 @@ def _open_source_file(entry):
 
 def _write_backup(plan, dest, name, suffix, compression, level, params, when, state):
     final = os.path.join(dest, name + suffix)
-    if os.path.lexists(final):
-        time.sleep(1.05)  # two backups within one second: take the next stamp
-        when = utcnow()
-        name = backup_name(plan.name, when)
-        final = os.path.join(dest, name + suffix)
     partial = os.path.join(dest, '.%s%s%s%s' % (name, suffix, PARTIAL, secrets.token_hex(4)))
     manifest = plan.manifest(name, when, state, params)
     records = manifest['files'][1 + len(plan.snapshot_files):]
@@ -1518,6 +1795,8 @@ def _write_backup(plan, dest, name, suffix, compression, level, params, when, st
         if fd is not None:
             os.close(fd)
             fd = None
+        if os.path.lexists(final):  # names are chosen under the domain's lock: only a foreign file gets here
+            raise OperationFailed('%s appeared while the backup was written: move it away and run again' % final)
         os.rename(partial, final)
         fsync_dir(dest)
     except BaseException as exc:
@@ -1527,8 +1806,10 @@ def _write_backup(plan, dest, name, suffix, compression, level, params, when, st
             os.close(fd)
         if os.path.isdir(partial) and not os.path.islink(partial):
             shutil.rmtree(partial, ignore_errors=True)
+            note_undone(exc, 'the partial backup %s was removed' % partial)
         elif os.path.lexists(partial):
             os.unlink(partial)
+            note_undone(exc, 'the partial backup %s was removed' % partial)
         if isinstance(exc, OSError) and not isinstance(exc, KvmError):
             raise OperationFailed(os_error_text(exc, 'writing the backup of %s' % plan.name, dest=dest,
                                                 way_out='choose another dest') + ' (the partial backup was removed)') from None
@@ -2401,11 +2682,15 @@ class Restorer:
         moved = []      # (final, aside)
         placed = []
         defined = None
+        saved_xml = None
         try:
             if self.existing is not None:
                 if domain_state(self.existing) != 'shutoff':
                     raise InvalidInput("domain '%s' was started meanwhile: shut it down and run again"
                                        % self.existing.name())
+                # Should this process die from here on, the definition it undefines stays on disk
+                # beside the disks it sets aside, and the next restore names them all.
+                saved_xml = self._save_old_xml(old_xml)
                 self.existing.undefineFlags(_undefine_flags())
             for staged in self.staged.values():
                 staged.close()
@@ -2414,6 +2699,7 @@ class Restorer:
                     aside = os.path.join(directory, '.%s%s%s' % (base, REPLACED, secrets.token_hex(4)))
                     os.rename(staged.final, aside)
                     moved.append((staged.final, aside))
+                    test_pause('restore-commit')
                 os.rename(staged.path, staged.final)
                 placed.append(staged.final)
             for directory in {os.path.dirname(p) for p in placed}:
@@ -2426,6 +2712,13 @@ class Restorer:
                 defined.setAutostart(1)
         except BaseException as exc:
             self._roll_back(defined, placed, moved, old_xml, old_snaps)
+            if saved_xml is not None:
+                _unlink_quietly(saved_xml)
+            if self.existing is not None:
+                note_undone(exc, "the restore was rolled back: domain '%s' and its files are as they were"
+                            % self.existing.name())
+            else:
+                note_undone(exc, 'the restore was rolled back: its files were removed')
             if isinstance(exc, libvirt.libvirtError):
                 raise OperationFailed('restore failed and was rolled back (the previous domain and files, if any, are '
                                       'back): %s' % translate(exc)) from None
@@ -2434,11 +2727,26 @@ class Restorer:
                                       'back): %s' % exc) from None
             raise
         for _final, aside in moved:
-            try:
-                os.unlink(aside)
-            except OSError:
-                pass
+            _unlink_quietly(aside)
+        if saved_xml is not None:
+            _unlink_quietly(saved_xml)
         return defined
+
+    def _save_old_xml(self, old_xml):
+        first = next(iter(self.staged.values()), None)
+        if first is None:
+            return None
+        directory = os.path.dirname(first.final)
+        base = '.%s.xml%s%s' % (safe_label(self.existing.name()), REPLACED, secrets.token_hex(4))
+        path = os.path.join(directory, base)
+        fd = create_file(path)
+        try:
+            write_all(fd, old_xml.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(directory)
+        return path
 
     def _roll_back(self, defined, placed, moved, old_xml, old_snaps):
         try:
@@ -2467,6 +2775,13 @@ class Restorer:
                 pass
 
 
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 def restore_backup(params, check_mode=False):
     """vm_backup state=restored: verify all, stage all, then swap in and define."""
     _check_read_options(params)
@@ -2488,6 +2803,13 @@ def restore_backup(params, check_mode=False):
                         current_snapshot=summary['current_snapshot'], replaced=restorer.existing is not None,
                         disk_dir=params.get('disk_dir'), started=False, data_size=reading.data_size)
         result = dict(changed=True)
+        leftovers = set_aside_leftovers(restorer.dest.values())
+        if leftovers:
+            restored['set_aside'] = leftovers
+            result['warnings'] = ['found %d file(s) that an interrupted restore set aside and never put back: %s: '
+                                  'they hold what it replaced (disk images; the .xml is the domain definition '
+                                  "it undefined, 'virsh define' takes it): keep what you need, then delete them"
+                                  % (len(leftovers), ', '.join(leftovers))]
         if check_mode:
             restored.update(duration=round(time.monotonic() - started, 3))
             result.update(restored=restored)

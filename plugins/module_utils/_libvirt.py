@@ -17,6 +17,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import signal
 import subprocess
 import traceback
 import uuid
@@ -107,15 +108,67 @@ def _quiet(_ctx, _err):
     """libvirt prints every error to stderr by default; we report them ourselves."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: unwinds like Ctrl-C, so every ``finally`` and rollback runs.
+
+    Code that undoes something on the way out appends what it did to ``done``
+    (one short sentence each), and may add result fields to ``result``.
+    """
+
+    def __init__(self, signame):
+        super().__init__(signame)
+        self.signame = signame
+        self.done = []
+        self.result = {}
+
+
+# systemd stop and host shutdown send SIGTERM, AWX cancelling a job SIGTERM (or SIGINT), a lost terminal SIGHUP.
+STOP_SIGNALS = ('SIGTERM', 'SIGHUP', 'SIGINT')
+
+
+def _interrupt(signum, _frame):
+    # Once only: a second signal must not cut short the cleanup the first one started.
+    for name in STOP_SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def note_undone(exc, text):
+    """Record on an interruption what the code did on its way out (no-op for other exceptions)."""
+    if isinstance(exc, KeyboardInterrupt):
+        if not hasattr(exc, 'done'):
+            exc.done = []   # a KeyboardInterrupt raised without our handler
+        exc.done.append(text)
+
+
+def interrupted_error(exc):
+    """The one-line failure for an interruption, with what was done about it."""
+    signame = exc.signame if isinstance(exc, Interrupted) else 'SIGINT'
+    done = list(getattr(exc, 'done', []))
+    text = 'interrupted by %s' % signame
+    text += (': ' + '; '.join(done)) if done else ' before it changed anything that needed undoing'
+    result = dict(getattr(exc, 'result', {}))
+    result['interrupted'] = dict(signal=signame, done=done)
+    return KvmError(text, **result)
+
+
 def run_module(module, work):
-    """Run ``work()`` and exit the module with its result dict, or one clean ``fail_json``."""
+    """Run ``work()`` and exit the module with its result dict, or one clean ``fail_json``.
+
+    SIGTERM and SIGHUP raise ``Interrupted`` (a ``KeyboardInterrupt``), so a stopped
+    job rolls back exactly as Ctrl-C does and still answers with one line.
+    """
     ensure_libraries(module)
     try:
+        for name in STOP_SIGNALS:
+            signal.signal(getattr(signal, name), _interrupt)
         result = work()
     except KvmError as exc:
         result = exc
     except libvirt.libvirtError as exc:
         result = translate(exc)
+    except KeyboardInterrupt as exc:
+        result = interrupted_error(exc)
     # Outside the except block, so Ansible attaches no traceback to a user error.
     if isinstance(result, KvmError):
         module.fail_json(msg=str(result), **result.result)

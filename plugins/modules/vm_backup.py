@@ -60,8 +60,16 @@ options:
   dest:
     description:
       - Directory to write the backup into, created mode 0700 (with missing parents) if needed.
-      - Backups are named C(<domain>-<UTC time>.tar.zst) (C(.tar) without compression, no suffix for
-        O(format=directory)), for example C(web1-20261127T020304Z.tar.zst), so they sort by time.
+      - Backups are named C(<domain>-<UUID tag>-<UTC time>.tar.zst) (C(.tar) without compression, no suffix
+        for O(format=directory)), for example C(web1-6f1c5c33-20261127T020304.517Z.tar.zst), with the domain name
+        made safe for a file name, the first 8 hex digits of the domain's UUID, and the time to the
+        millisecond, so two domains whose names look alike in a file name (C(web 1), C(web_1)) never share
+        a name and one domain's backups sort by time. A name is never reused; a backup started in the same
+        millisecond as another of the domain takes the next free one. RV(backup.path) says which it got.
+      - Only one backup of a domain runs at a time on a host; a second one waits until the first has
+        finished (RV(backup.waited)), then looks at the domain afresh.
+      - Must be writable (or, when missing, its nearest existing parent), checked in check mode too, and
+        before a running domain is paused or shut down.
       - Required with O(state=present).
     type: path
   format:
@@ -99,6 +107,9 @@ options:
         backup and starts it again.
       - V(suspend) pauses it for the copy and resumes it afterwards. The disks are copied crash-consistent;
         the memory is not saved. A domain that is already paused is copied as it is and stays paused.
+      - The domain is started or resumed again however the backup ends, also when the module is stopped by
+        SIGTERM or SIGHUP (C(systemctl stop), a host shutdown, AWX cancelling the job) or SIGINT; the
+        partial backup is removed and RV(interrupted) says what was done. Only SIGKILL cannot be handled.
     type: str
     choices: [fail, shutdown, suspend]
     default: fail
@@ -110,7 +121,11 @@ options:
     description:
       - After a successful backup, keep only this many newest backups of this domain in O(dest) (the new one
         included) and remove the older ones. Other domains' backups and other files are never touched.
-      - When not set, nothing is removed.
+      - A backup belongs to the domain whose UUID its manifest records, read from the head of each backup;
+        its name is not trusted. Backups named by older versions (C(<domain>-<UTC time>), without the UUID
+        tag) count too when their manifest records this domain's UUID, whatever their name. A backup whose
+        manifest cannot be read belongs to no domain and is never removed.
+      - Must be 1 or more; when not set, nothing is removed.
     type: int
   src:
     description:
@@ -198,7 +213,7 @@ EXAMPLES = r"""
 - name: Restore the disks into another directory
   kvm.snapshots.vm_backup:
     state: restored
-    src: /srv/backups/kvm/web1-20261127T020304Z.tar.zst
+    src: /srv/backups/kvm/web1-6f1c5c33-20261127T020304.517Z.tar.zst
     disk_dir: /var/lib/libvirt/images/restored
 """
 
@@ -211,11 +226,11 @@ backup:
     path:
       description: Path of the backup (file or directory).
       type: str
-      sample: /srv/backups/kvm/web1-20261127T020304Z.tar.zst
+      sample: /srv/backups/kvm/web1-6f1c5c33-20261127T020304.517Z.tar.zst
     name:
       description: Name of the backup, also its top directory inside the archive.
       type: str
-      sample: web1-20261127T020304Z
+      sample: web1-6f1c5c33-20261127T020304.517Z
     format:
       description: V(archive) or V(directory).
       type: str
@@ -281,6 +296,10 @@ backup:
     duration:
       description: Seconds the backup took, including stopping or pausing the domain.
       type: float
+    waited:
+      description: Seconds spent waiting for another backup of the same domain to finish first.
+      type: float
+      returned: when the backup had to wait
     throughput:
       description: Bytes of data per second (RV(backup.data_size) / RV(backup.duration)).
       type: int
@@ -288,6 +307,21 @@ backup:
       description: In check mode, the space checked for (allocated size of the domain's files).
       type: int
       returned: in check mode
+interrupted:
+  description:
+    - When SIGTERM, SIGHUP or SIGINT stopped the module (the task fails), the signal and what was done on the
+      way out, in order, for example that the partial backup was removed and the domain resumed. The same
+      sentences end the failure message.
+  returned: when the module was interrupted
+  type: dict
+  contains:
+    signal:
+      description: V(SIGTERM), V(SIGHUP) or V(SIGINT).
+      type: str
+    done:
+      description: What was undone or restored, one sentence each.
+      type: list
+      elements: str
 removed:
   description: Older backups removed because of O(keep) (in check mode, the ones that would be).
   returned: when O(state=present)
@@ -388,6 +422,14 @@ restored:
     started:
       description: Whether the domain was started (O(start)).
       type: bool
+    set_aside:
+      description:
+        - Files beside the restored ones that an earlier, interrupted restore (for example a SIGKILL) set
+          aside and never put back, that is the disk images it replaced and, as
+          C(.<domain>.xml.kvmsnap-replaced-*), the domain definition it undefined. They are left for you (a warning names them).
+      type: list
+      elements: str
+      returned: when there are any
     data_size:
       description: Bytes of data read and written.
       type: int
