@@ -298,8 +298,11 @@ def for_each(items, work, workers=MAX_WORKERS):
     Returns ``[(label, result_or_None, error_or_None)]`` in input order: one
     failing item never hides the others' outcome.
     """
+    started = set()
+
     def guarded(pair):
         label, item = pair
+        started.add(label)
         try:
             return label, work(label, item), None
         except KvmError as exc:
@@ -309,8 +312,19 @@ def for_each(items, work, workers=MAX_WORKERS):
 
     if len(items) <= 1:
         return [guarded(pair) for pair in items]
-    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
-        return list(pool.map(guarded, items))
+    pool = ThreadPoolExecutor(max_workers=min(workers, len(items)))
+    try:
+        futures = [pool.submit(guarded, pair) for pair in items]
+        return [future.result() for future in futures]
+    except KeyboardInterrupt as exc:
+        # SIGTERM/SIGHUP/Ctrl-C: touch no further domain; those under way finish their call first.
+        pool.shutdown(wait=True, cancel_futures=True)
+        skipped = [label for label, _item in items if label not in started]
+        if skipped:
+            note_undone(exc, 'the %d domain(s) still queued were not touched: %s' % (len(skipped), ', '.join(skipped)))
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 DOMAIN_STATES = {

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import os
 import signal
+import time
 
 import pytest
 
@@ -209,3 +210,23 @@ def test_a_shutdown_that_times_out_is_not_waited_for_twice(conn, monkeypatch):
         hold.take()
     assert hold.give_back() == (None, None)
     assert lv.domain_state(dom) == 'running'
+
+
+def test_bulk_work_stops_at_sigterm_and_names_the_untouched_domains(handlers):
+    """A bulk vm_snapshot that gets SIGTERM touches no domain still queued, and says which."""
+    touched = []
+
+    def work(label, _item):
+        touched.append(label)
+        if label == 'web-1':
+            time.sleep(0.2)  # the main thread has queued the others and waits for results
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)  # the main thread takes the signal and cancels the queue meanwhile
+        return dict(domain=label, changed=True)
+
+    items = [('web-%d' % n, None) for n in range(1, 5)]
+    result = run(lambda: lv.for_each(items, work, workers=1))
+    assert touched == ['web-1']
+    assert result['failed'] and result['interrupted']['signal'] == 'SIGTERM'
+    assert result['msg'] == ('interrupted by SIGTERM: the 3 domain(s) still queued were not touched: '
+                             'web-2, web-3, web-4')
