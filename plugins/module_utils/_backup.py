@@ -165,10 +165,6 @@ NAME_PATTERN = re.compile(r'^(?P<label>.+)-(?P<tag>[0-9a-f]{%d})-(?P<stamp>\d{8}
 OLD_NAME_PATTERN = re.compile(r'^(?P<label>.+)-(?P<stamp>\d{8}T\d{6})Z(?P<suffix>\.tar\.zst|\.tar)?$')
 
 
-def backup_pattern(domain_name):
-    return re.compile(r'^%s-(?P<stamp>\d{8}T\d{6}Z)(?P<suffix>\.tar\.zst|\.tar)?$' % re.escape(safe_label(domain_name)))
-
-
 def partial_pattern(domain_name, uuid=None):
     """Leftovers of a killed run: by label (names written before), or by UUID tag with ``uuid``."""
     if uuid is not None:
@@ -183,25 +179,6 @@ def _complete_kind(entry, match):
     if match.group('suffix'):
         return entry.is_file(follow_symlinks=False)
     return entry.is_dir(follow_symlinks=False)
-
-
-def list_backups(dest, domain_name):
-    """Backups with the old-style name ``<label>-<stamp>`` of ``domain_name``, oldest first: ``[(entry_name, path)]``.
-
-    Matches by label only, which ``web 1`` and ``web_1`` share: use ``domain_backups``
-    to know which backups belong to a domain.
-    """
-    pattern = backup_pattern(domain_name)
-    found = []
-    try:
-        entries = list(os.scandir(dest))
-    except FileNotFoundError:
-        return []
-    for entry in entries:
-        match = pattern.match(entry.name)
-        if match and _complete_kind(entry, match):
-            found.append((match.group('stamp'), entry.name, entry.path))
-    return [(name, path) for _stamp, name, path in sorted(found)]
 
 
 def read_manifest(path):

@@ -234,20 +234,13 @@ def test_referenced_files_skips_cdroms():
     assert bk.referenced_files(DOMAIN_XML.format(disk='/x/a.raw')) == ['/x/a.raw']
 
 
-def test_backup_names_sort_and_match_only_their_domain(tmp_path):
+def test_old_style_names_and_their_partials(tmp_path):
+    """Names written before issue 16 (still made by ``backup_name`` without a UUID); ``domain_backups`` reads them."""
     when = datetime.datetime(2026, 11, 27, 2, 3, 4, tzinfo=datetime.timezone.utc)
     assert bk.backup_name('web1', when) == 'web1-20261127T020304Z'
     assert bk.backup_name('../odd name', when) == '_odd_name-20261127T020304Z'
-    for name in ('web1-20261127T020304Z.tar.zst', 'web1-20261128T000000Z', 'web1-20251231T235959Z.tar',
-                 'web1-2-20261127T020304Z.tar.zst', '.web1-20261129T000000Z.tar.zst.partial-ab12',
-                 'web1-20261130T000000Z.tar.zst.bak', 'web1-20261201T000000Z.tar.zst'):
-        (tmp_path / name).touch()
-    (tmp_path / 'web1-20261128T000000Z').unlink()
-    (tmp_path / 'web1-20261128T000000Z').mkdir()
-    (tmp_path / 'web1-20261201T000000Z.tar.zst').unlink()
-    (tmp_path / 'web1-20261201T000000Z.tar.zst').mkdir()  # a directory with a file suffix: not ours
-    found = [name for name, _path in bk.list_backups(str(tmp_path), 'web1')]
-    assert found == ['web1-20251231T235959Z.tar', 'web1-20261127T020304Z.tar.zst', 'web1-20261128T000000Z']
+    assert bk.OLD_NAME_PATTERN.match('web1-20261127T020304Z.tar.zst')
+    assert not bk.OLD_NAME_PATTERN.match('web1-20261130T000000Z.tar.zst.bak')
     assert bk.partial_pattern('web1').match('.web1-20261129T000000Z.tar.zst.partial-ab12')
     assert not bk.partial_pattern('web1').match('.web1-2-20261129T000000Z.tar.zst.partial-ab12')
 
