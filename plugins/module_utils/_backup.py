@@ -2688,9 +2688,20 @@ class Restorer:
             if self.manifest['domain'].get('autostart'):
                 defined.setAutostart(1)
         except BaseException as exc:
-            self._roll_back(defined, placed, moved, old_xml, old_snaps)
-            if saved_xml is not None:
+            left = self._roll_back(defined, placed, moved, old_xml, old_snaps)
+            if saved_xml is not None and None not in left:
                 _unlink_quietly(saved_xml)
+            if left:
+                # Not all is back: keep what could not be put back, and say where it is.
+                text = 'the restore was only partly rolled back: ' + '; '.join(
+                    ("domain '%s' could not be defined again: its old definition is kept in %s (virsh define %s)"
+                     % (self.existing.name(), saved_xml, saved_xml)) if entry is None else
+                    ('%s could not be renamed back to %s: rename it by hand' % entry) for entry in left)
+                note_undone(exc, text)
+                if isinstance(exc, (libvirt.libvirtError, OSError)):
+                    cause = translate(exc) if isinstance(exc, libvirt.libvirtError) else exc
+                    raise OperationFailed('restore failed (%s), and %s' % (cause, text)) from None
+                raise
             if self.existing is not None:
                 note_undone(exc, "the restore was rolled back: domain '%s' and its files are as they were"
                             % self.existing.name())
@@ -2726,6 +2737,8 @@ class Restorer:
         return path
 
     def _roll_back(self, defined, placed, moved, old_xml, old_snaps):
+        """Undo a failed commit: what it could not undo, ``None`` first for the old definition, then ``(aside, final)``."""
+        left = []
         try:
             if defined is not None:
                 defined.undefineFlags(_undefine_flags())
@@ -2740,7 +2753,7 @@ class Restorer:
             try:
                 os.rename(aside, final)
             except OSError:
-                pass
+                left.append((aside, final))
         for staged in self.staged.values():
             staged.discard()
         if old_xml is not None:
@@ -2749,7 +2762,8 @@ class Restorer:
                 for _name, xml, is_current in old_snaps:
                     redefine_snapshot(old, xml, is_current)
             except libvirt.libvirtError:
-                pass
+                left.insert(0, None)
+        return left
 
 
 def _unlink_quietly(path):

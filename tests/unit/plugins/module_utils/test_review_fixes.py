@@ -1,0 +1,64 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvm.snapshots contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Review fixes of issue 16: error paths libvirt cannot produce on demand, with small fakes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytest.importorskip('lxml')
+libvirt = pytest.importorskip('libvirt')
+
+from ansible_collections.kvm.snapshots.plugins.module_utils import _backup as bk  # noqa: E402
+from ansible_collections.kvm.snapshots.plugins.module_utils import _libvirt as lv  # noqa: E402
+
+
+class FakeStaged:
+    def __init__(self, path, final):
+        self.path = path
+        self.final = final
+
+    def close(self):
+        pass
+
+    def discard(self):
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+
+def _failing(*_args):
+    raise libvirt.libvirtError('defineXML refused (fake)')
+
+
+def test_a_restore_whose_rollback_cannot_define_the_old_domain_keeps_its_xml(conn, tmp_path, monkeypatch):
+    dom = conn.lookupByName('test')
+    dom.destroy()
+    old_xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_INACTIVE)
+    final = tmp_path / 'test.qcow2'
+    final.write_bytes(b'old')
+    staged = tmp_path / '.test.qcow2.staged'
+    staged.write_bytes(b'new')
+    restorer = bk.Restorer(conn, {}, False)
+    restorer.existing = dom
+    restorer.staged = {'disk': FakeStaged(str(staged), str(final))}
+    restorer.domain_xml = '<domain/>'
+    restorer.manifest = dict(snapshots={}, domain={})
+    monkeypatch.setattr(conn, 'defineXML', _failing)   # neither the new nor the old definition goes in
+    try:
+        with pytest.raises(lv.OperationFailed) as caught:
+            restorer.commit()
+        kept = [p for p in os.listdir(tmp_path) if p.startswith('.test.xml' + bk.REPLACED)]
+        assert len(kept) == 1, os.listdir(tmp_path)
+        assert (tmp_path / kept[0]).read_text() == old_xml
+        message = str(caught.value)
+        assert 'rolled back (the previous domain' not in message
+        assert "domain 'test' could not be defined again" in message and str(tmp_path / kept[0]) in message
+        assert final.read_bytes() == b'old'     # the disk set aside is back
+    finally:
+        monkeypatch.undo()
+        conn.defineXML(old_xml)
+        conn.lookupByName('test').create()
