@@ -1536,6 +1536,7 @@ class DomainHold:
         self.action = action
         self.timeout = timeout
         self.touched = False    # set before the call: an interruption inside it still gives the domain back
+        self.starting = False   # create() was called: a domain no longer shut off was started by this run
 
     def take(self):
         if self.action == 'shutdown':
@@ -1554,20 +1555,30 @@ class DomainHold:
         """Start or resume the domain again: ``(what was done or None, error text or None)``."""
         if not self.touched:
             return None, None
-        self.touched = False
+        # ``touched`` is cleared only once the domain is back: a signal in the middle of this
+        # leaves it set, and the unwinding calls this again.
         try:
             if self.action == 'suspend':
                 if domain_state(self.dom) != 'paused':
-                    return None, None   # resumed by someone else meanwhile
+                    self.touched = False
+                    return None, None   # resumed (by this run before an interruption, or by someone else)
                 self.dom.resume()
+                self.touched = False
                 return "domain '%s' was resumed" % self.name, None
+            if self.starting and domain_state(self.dom) != 'shutoff':
+                self.touched = False
+                return "domain '%s' was started again" % self.name, None
             # An interrupted wait: the guest was asked to shut down and may still be going down.
             if not _wait_state(self.dom, ('shutoff',), self.timeout):
+                self.touched = False
                 return None, ("domain '%s' was asked to shut down and is still %s: check it, and start it when it "
                               "is off ('virsh start %s')" % (self.name, domain_state(self.dom), self.name))
+            self.starting = True
             self.dom.create()
+            self.touched = False
             return "domain '%s' was started again" % self.name, None
         except libvirt.libvirtError as exc:
+            self.touched = False
             return None, ('starting it again failed: %s: start it by hand (virsh start/resume %s)'
                           % (translate(exc), self.name))
 
@@ -1653,6 +1664,8 @@ def _make_backup_locked(conn, dom, params, dest, suffix, compression, level):
     try:
         hold.take()
         outcome = _write_backup(plan, dest, name, suffix, compression, level, params, when, state)
+        # Inside the try: a signal before or during the give-back still brings the domain back.
+        _done, restart_error = hold.give_back()
     except BaseException as exc:
         done, restart_error = hold.give_back()
         if done:
@@ -1662,7 +1675,6 @@ def _make_backup_locked(conn, dom, params, dest, suffix, compression, level):
             if isinstance(exc, KvmError):
                 raise OperationFailed('%s; and %s' % (exc, restart_error)) from None
         raise
-    _done, restart_error = hold.give_back()
     outcome.update(action=action)
     removed = []
     if params['keep']:

@@ -62,3 +62,41 @@ def test_a_restore_whose_rollback_cannot_define_the_old_domain_keeps_its_xml(con
         monkeypatch.undo()
         conn.defineXML(old_xml)
         conn.lookupByName('test').create()
+
+
+@pytest.mark.parametrize('action, call', [('suspend', 'resume'), ('shutdown', 'create')])
+def test_a_signal_at_the_give_back_still_gives_the_domain_back(conn, monkeypatch, action, call):
+    """The unwinding calls give_back again: a first call cut short must not have marked it done."""
+    dom = conn.lookupByName('test')
+    hold = bk.DomainHold(dom, action, 5)
+    hold.take()
+    real = getattr(dom, call)
+
+    def cut_short():
+        monkeypatch.setattr(dom, call, real)
+        raise lv.Interrupted('SIGTERM')     # the signal lands as the call is made
+
+    monkeypatch.setattr(dom, call, cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        hold.give_back()
+    assert hold.give_back()[1] is None
+    assert lv.domain_state(dom) == 'running'
+    assert hold.give_back() == (None, None)
+
+
+def test_a_signal_after_a_completed_start_does_not_wait_for_a_shutdown(conn, monkeypatch):
+    dom = conn.lookupByName('test')
+    hold = bk.DomainHold(dom, 'shutdown', 5)
+    hold.take()
+    real = dom.create
+
+    def started_then_cut():
+        real()
+        raise lv.Interrupted('SIGTERM')     # the call returned, the signal lands before its result is noted
+
+    monkeypatch.setattr(dom, 'create', started_then_cut)
+    with pytest.raises(KeyboardInterrupt):
+        hold.give_back()
+    monkeypatch.setattr(bk, '_wait_state', lambda *args: pytest.fail('waited for a shutdown'))
+    assert hold.give_back() == ("domain 'test' was started again", None)
+    assert lv.domain_state(dom) == 'running'
