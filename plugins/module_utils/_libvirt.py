@@ -146,7 +146,8 @@ def interrupted_error(exc):
     signame = exc.signame if isinstance(exc, Interrupted) else 'SIGINT'
     done = list(getattr(exc, 'done', []))
     text = 'interrupted by %s' % signame
-    text += (': ' + '; '.join(done)) if done else ' before it changed anything that needed undoing'
+    # The signal is taken only once a blocking libvirt call has returned: that call may have done its work.
+    text += (': ' + '; '.join(done)) if done else ': the operation under way may have completed; nothing needed undoing'
     result = dict(getattr(exc, 'result', {}))
     result['interrupted'] = dict(signal=signame, done=done)
     return KvmError(text, **result)
@@ -313,18 +314,37 @@ def for_each(items, work, workers=MAX_WORKERS):
     if len(items) <= 1:
         return [guarded(pair) for pair in items]
     pool = ThreadPoolExecutor(max_workers=min(workers, len(items)))
+    futures = []
     try:
-        futures = [pool.submit(guarded, pair) for pair in items]
+        futures.extend(pool.submit(guarded, pair) for pair in items)
         return [future.result() for future in futures]
     except KeyboardInterrupt as exc:
         # SIGTERM/SIGHUP/Ctrl-C: touch no further domain; those under way finish their call first.
-        pool.shutdown(wait=True, cancel_futures=True)
+        # One by one rather than shutdown(cancel_futures=True), which needs Python 3.9.
+        for future in futures:
+            future.cancel()
+        pool.shutdown(wait=True)
         skipped = [label for label, _item in items if label not in started]
         if skipped:
             note_undone(exc, 'the %d domain(s) still queued were not touched: %s' % (len(skipped), ', '.join(skipped)))
+        _note_finished(exc, [future.result() for future in futures if future.done() and not future.cancelled()
+                                 and future.exception() is None])
         raise
     finally:
         pool.shutdown(wait=True)
+
+
+def _note_finished(exc, outcomes):
+    """Put the outcome of the domains a bulk run finished before its interruption into the failure."""
+    results = []
+    for label, outcome, error in outcomes:
+        if error is not None:
+            results.append(dict(domain=label, changed=False, msg=str(error)))
+        else:
+            results.append({key: value for key, value in outcome.items() if key not in ('diff', 'warnings')})
+    if not hasattr(exc, 'result'):
+        exc.result = {}     # a KeyboardInterrupt raised without our handler
+    exc.result.update(results=results, changed=any(entry.get('changed') for entry in results))
 
 
 DOMAIN_STATES = {

@@ -92,7 +92,8 @@ def test_a_second_signal_does_not_cut_the_cleanup_short(handlers):
 
     result = run(work)
     assert cleaned == [True]
-    assert result['msg'] == 'interrupted by SIGTERM before it changed anything that needed undoing'
+    assert result['msg'] == ('interrupted by SIGTERM: the operation under way may have completed; '
+                             'nothing needed undoing')
 
 
 def test_a_normal_run_is_untouched(handlers):
@@ -230,3 +231,5 @@ def test_bulk_work_stops_at_sigterm_and_names_the_untouched_domains(handlers):
     assert result['failed'] and result['interrupted']['signal'] == 'SIGTERM'
     assert result['msg'] == ('interrupted by SIGTERM: the 3 domain(s) still queued were not touched: '
                              'web-2, web-3, web-4')
+    assert result['results'] == [dict(domain='web-1', changed=True)]   # what was done before the signal
+    assert result['changed'] is True
