@@ -797,9 +797,13 @@ def refuse_rewinding_backing_files(dom, label, tree, name):
 
 
 def checkpoint_names(dom):
-    """The domain's libvirt checkpoints, parents first; [] where the driver has none."""
+    """The domain's libvirt checkpoints, parents first; [] where the driver or libvirt-python has none."""
+    list_all = getattr(dom, 'listAllCheckpoints', None)
+    topological = getattr(libvirt, 'VIR_DOMAIN_CHECKPOINT_LIST_TOPOLOGICAL', None)
+    if list_all is None or topological is None:
+        return []   # libvirt-python before 5.6 knows no checkpoints
     try:
-        found = dom.listAllCheckpoints(libvirt.VIR_DOMAIN_CHECKPOINT_LIST_TOPOLOGICAL)
+        found = list_all(topological)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
             return []

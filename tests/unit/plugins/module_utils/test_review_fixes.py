@@ -100,3 +100,20 @@ def test_a_signal_after_a_completed_start_does_not_wait_for_a_shutdown(conn, mon
     monkeypatch.setattr(bk, '_wait_state', lambda *args: pytest.fail('waited for a shutdown'))
     assert hold.give_back() == ("domain 'test' was started again", None)
     assert lv.domain_state(dom) == 'running'
+
+
+def test_checkpoint_names_on_a_libvirt_python_without_checkpoints(monkeypatch):
+    """libvirt-python before 5.6 has neither listAllCheckpoints nor its flag: no checkpoints, no AttributeError."""
+    from ansible_collections.kvm.snapshots.plugins.module_utils import _snapshot as sn
+
+    class OldDomain:
+        pass
+
+    assert sn.checkpoint_names(OldDomain()) == []
+    monkeypatch.delattr(libvirt, 'VIR_DOMAIN_CHECKPOINT_LIST_TOPOLOGICAL')
+
+    class NewDomain:
+        def listAllCheckpoints(self, flags):
+            raise AssertionError('called with %r' % flags)
+
+    assert sn.checkpoint_names(NewDomain()) == []
