@@ -702,15 +702,23 @@ def _image_paths(domain_xml):
             if disk['path'] is not None and disk['type'] == 'file'}
 
 
-def _chain(path):
+def _read_image(path, unread, check, backing_chain=False):
+    """``qemu-img info`` of ``path``, or None when it cannot be read: noted in ``unread``, since a check was skipped."""
+    try:
+        return qemu_img_info(path, backing_chain=backing_chain)
+    except OperationFailed as exc:
+        if str(exc).startswith('qemu-img not found'):
+            raise
+        unread.append('image %s could not be read (%s), so it was not checked for %s' % (path, exc, check))
+        return None
+
+
+def _chain(path, unread):
     """``[(image, info)]`` from ``path`` down its backing chain; [] when it cannot be read here."""
     if not os.path.exists(path):
         return []
-    try:
-        infos = qemu_img_info(path, backing_chain=True)
-    except OperationFailed:
-        return []  # a broken chain is no one's backing file we could protect
-    return [(os.path.realpath(info.get('filename', path)), info) for info in infos]
+    infos = _read_image(path, unread, 'images that use it as backing file', backing_chain=True)
+    return [(os.path.realpath(info.get('filename', path)), info) for info in infos or []]
 
 
 def image_users(dom, tree):
@@ -764,8 +772,11 @@ def reverted_images(snapshot):
     return [path for target, path in _image_paths(embedded).items() if kinds.get(target, 'internal') == 'internal']
 
 
-def refuse_rewinding_backing_files(dom, label, tree, name):
-    """A revert to an internal snapshot rewinds its image's active data; an overlay on it would read garbage."""
+def refuse_rewinding_backing_files(dom, label, tree, name, unread):
+    """A revert to an internal snapshot rewinds its image's active data; an overlay on it would read garbage.
+
+    Images it cannot read are noted in ``unread`` (the run goes on, and warns).
+    """
     rewound = [os.path.realpath(path) for path in reverted_images(tree.by_name[name])]
     if not rewound or not _is_local(dom):
         return
@@ -774,7 +785,7 @@ def refuse_rewinding_backing_files(dom, label, tree, name):
     for top in users:
         if top in infos:
             continue  # read already, below an overlay
-        chain = _chain(top)
+        chain = _chain(top, unread)
         chains.append([image for image, _info in chain])
         infos.update(chain)
     dependants = backing_dependants(chains)
@@ -811,14 +822,11 @@ def checkpoint_names(dom):
     return [checkpoint.getName() for checkpoint in found]
 
 
-def image_bitmaps(path):
+def image_bitmaps(path, unread):
     """Names of the persistent dirty bitmaps in a qcow2 image (what incremental backup tools leave)."""
     if not os.path.exists(path):
         return []
-    try:
-        info = qemu_img_info(path)
-    except OperationFailed:
-        return []
+    info = _read_image(path, unread, 'dirty bitmaps') or {}
     data = (info.get('format-specific') or {}).get('data') or {}
     return [bitmap.get('name') for bitmap in data.get('bitmaps') or []]
 
@@ -829,7 +837,7 @@ CHECKPOINT_WAY_OUT = ("they belong to an incremental backup tool (virtnbdbackup,
                       "decision; then run the task again")
 
 
-def refuse_beside_checkpoints(dom, label, what, images=(), offline_only=False):
+def refuse_beside_checkpoints(dom, label, what, images=(), offline_only=False, unread=None):
     """QEMU loads no internal snapshot into an image with dirty bitmaps ("Device has active dirty bitmaps"),
     killing a running guest on the way; libvirt takes no snapshot of a shut-off domain with checkpoints."""
     if offline_only and dom.isActive():
@@ -838,7 +846,7 @@ def refuse_beside_checkpoints(dom, label, what, images=(), offline_only=False):
     bitmaps = []
     if images and _is_local(dom):
         for path in images:
-            names = image_bitmaps(path)
+            names = image_bitmaps(path, unread)
             if names:
                 bitmaps.append('bitmap %s in image %s' % (', '.join(names), path))
     if not checkpoints and not bitmaps:
@@ -1033,11 +1041,14 @@ def _absent(dom, label, tree, params, check_mode):
     return SnapshotTree.from_domain(dom), True, doomed
 
 
-def _reverted(dom, label, tree, params, check_mode):
+def _reverted(dom, label, tree, params, check_mode, warnings):
     snapshot = tree.get(params['name'], label)
     images = sorted(set(reverted_images(snapshot)) | set(_image_paths(_domain_xml(dom)).values()))
-    refuse_beside_checkpoints(dom, label, "revert domain '%s' to snapshot '%s'" % (label, params['name']), images)
-    refuse_rewinding_backing_files(dom, label, tree, params['name'])
+    unread = []
+    refuse_beside_checkpoints(dom, label, "revert domain '%s' to snapshot '%s'" % (label, params['name']), images,
+                              unread=unread)
+    refuse_rewinding_backing_files(dom, label, tree, params['name'], unread)
+    warnings.extend("domain '%s': %s" % (label, text) for text in unread)
     if check_mode:
         return predict_current(tree, params['name']), True, None
     revert_snapshot(dom, label, params['name'], params)
@@ -1077,8 +1088,14 @@ def manage_domain(dom, params, check_mode, diff_mode=False):
     label = dom.name()
     before = SnapshotTree.from_domain(dom)
     state = params['state']
-    after, changed, deleted = STATE_HANDLERS[state](dom, label, before, params, check_mode)
+    warnings = []
+    if state == 'reverted':
+        after, changed, deleted = _reverted(dom, label, before, params, check_mode, warnings)
+    else:
+        after, changed, deleted = STATE_HANDLERS[state](dom, label, before, params, check_mode)
     result = dict(domain=label, changed=changed)
+    if warnings:
+        result['warnings'] = warnings
     if state in ('present', 'reverted', 'current'):
         result['snapshot'] = after.facts(params['name']) if params['name'] in after else None
     if deleted is not None:
@@ -1086,7 +1103,7 @@ def manage_domain(dom, params, check_mode, diff_mode=False):
     result['tree'] = after.render()
     if state == 'reverted' and params['reset_nvram'] and params['after_revert'] == 'snapshot' \
             and before.by_name[params['name']].state not in ('running', 'paused'):
-        result['warnings'] = [NVRAM_NOT_RESET % (label, params['name'])]
+        result.setdefault('warnings', []).append(NVRAM_NOT_RESET % (label, params['name']))
     if state == 'reverted' and not _is_local(dom):
         result.setdefault('warnings', []).append(REMOTE_UNCHECKED % (label, dom.connect().getURI()))
     if diff_mode:

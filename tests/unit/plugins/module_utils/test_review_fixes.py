@@ -117,3 +117,33 @@ def test_checkpoint_names_on_a_libvirt_python_without_checkpoints(monkeypatch):
             raise AssertionError('called with %r' % flags)
 
     assert sn.checkpoint_names(NewDomain()) == []
+
+
+def test_an_image_that_cannot_be_read_is_named_as_not_checked(tmp_path, monkeypatch):
+    from ansible_collections.kvm.snapshots.plugins.module_utils import _snapshot as sn
+
+    image = tmp_path / 'web1.qcow2'
+    image.write_bytes(b'')
+
+    def denied(path, backing_chain=False):
+        raise lv.OperationFailed('qemu-img info %s failed: Permission denied' % path)
+
+    monkeypatch.setattr(sn, 'qemu_img_info', denied)
+    unread = []
+    assert sn.image_bitmaps(str(image), unread) == []
+    assert sn._chain(str(image), unread) == []
+    assert unread == ['image %s could not be read (qemu-img info %s failed: Permission denied), so it was not '
+                      'checked for %s' % (image, image, check)
+                      for check in ('dirty bitmaps', 'images that use it as backing file')]
+
+
+def test_a_missing_qemu_img_is_an_error_not_a_skipped_check(tmp_path, monkeypatch):
+    from ansible_collections.kvm.snapshots.plugins.module_utils import _snapshot as sn
+
+    image = tmp_path / 'web1.qcow2'
+    image.write_bytes(b'')
+    monkeypatch.setenv('PATH', str(tmp_path))   # no qemu-img on it
+    with pytest.raises(lv.OperationFailed, match='^qemu-img not found'):
+        sn.image_bitmaps(str(image), [])
+    with pytest.raises(lv.OperationFailed, match='^qemu-img not found'):
+        sn._chain(str(image), [])
