@@ -90,7 +90,7 @@ MAP_LIMIT = 1 << 22         # regions in one sparse map
 STAMP_FORMAT = '%Y%m%dT%H%M%SZ'      # names written before names carried the UUID tag
 NAME_STAMP = '%Y%m%dT%H%M%S'
 TAG_LENGTH = 8                      # hex digits of the domain UUID in a backup's name
-LOCK_DIR = '/run/lock'
+LOCK_DIR = '/run/kvm.snapshots'    # root's; other users get a private one in the temp directory
 SUFFIXES = {'zstd': '.tar.zst', 'none': '.tar', 'directory': ''}
 PARTIAL = '.partial-'
 RESTORING = '.kvmsnap-restore-'
@@ -1482,19 +1482,38 @@ def _probe_writable(dest):
     os.unlink(path)
 
 
+def lock_dir():
+    """The directory of the backup locks, made 0700 if missing; refused when another user could write in it."""
+    if os.access(os.path.dirname(LOCK_DIR), os.W_OK):
+        directory = LOCK_DIR
+    else:
+        directory = os.path.join(tempfile.gettempdir(), 'kvm.snapshots-%d' % os.geteuid())
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(directory)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise InvalidInput('the lock directory %s is not a directory owned by uid %d and writable by it alone '
+                           '(another user may have made it to block backups): remove it, then run again '
+                           '(nothing was paused or written)' % (directory, os.geteuid()))
+    return directory
+
+
 class DomainLock:
     """One backup of a domain at a time on this host: a later one waits for the earlier one.
 
     The lock is per domain UUID and host-wide rather than per ``dest``: two backups of one
     domain into two places would otherwise pause and resume the guest under each other.
-    It lives in /run/lock (tmpfs), so nothing is left in ``dest``; the kernel drops it
-    when the process dies, even by SIGKILL. The holder removes the file when done; a
-    waiter that then gets the lock of a removed file opens the path afresh.
+    It lives in a 0700 directory of the user's own on tmpfs (not world-writable /run/lock,
+    where any local user could hold it and make root's backup wait forever), so nothing
+    is left in ``dest``; the kernel drops it when the process dies, even by SIGKILL. The
+    holder removes the file when done; a waiter that then gets the lock of a removed file
+    opens the path afresh.
     """
 
     def __init__(self, uuid):
-        directory = LOCK_DIR if os.path.isdir(LOCK_DIR) and os.access(LOCK_DIR, os.W_OK) else tempfile.gettempdir()
-        self.path = os.path.join(directory, 'kvm.snapshots-backup-%s.lock' % uuid.lower())
+        self.path = os.path.join(lock_dir(), 'kvm.snapshots-backup-%s.lock' % uuid.lower())
         self.fd = None
         self.waited = 0.0
 

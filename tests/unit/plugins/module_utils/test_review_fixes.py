@@ -147,3 +147,19 @@ def test_a_missing_qemu_img_is_an_error_not_a_skipped_check(tmp_path, monkeypatc
         sn.image_bitmaps(str(image), [])
     with pytest.raises(lv.OperationFailed, match='^qemu-img not found'):
         sn._chain(str(image), [])
+
+
+def test_the_backup_lock_lives_in_a_directory_no_other_user_can_write(tmp_path, monkeypatch):
+    """In world-writable /run/lock any local user could hold the lock and make root's backup wait forever."""
+    locks = tmp_path / 'locks'
+    monkeypatch.setattr(bk, 'LOCK_DIR', str(locks))
+    with bk.DomainLock('2d0c5b2a-0c1e-4f8e-9d6b-1a2b3c4d5e6f') as lock:
+        assert os.path.dirname(lock.path) == str(locks)
+    assert oct(os.stat(locks).st_mode & 0o7777) == oct(0o700)
+    os.chmod(locks, 0o1777)     # made by someone who wants others in
+    with pytest.raises(lv.InvalidInput, match='^the lock directory %s is not a directory owned by' % locks):
+        bk.DomainLock('2d0c5b2a-0c1e-4f8e-9d6b-1a2b3c4d5e6f')
+    os.rmdir(locks)
+    os.symlink(str(tmp_path), str(locks))
+    with pytest.raises(lv.InvalidInput, match='remove it, then run again'):
+        bk.DomainLock('2d0c5b2a-0c1e-4f8e-9d6b-1a2b3c4d5e6f')
