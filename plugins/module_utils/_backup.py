@@ -1698,15 +1698,24 @@ def _make_backup_locked(conn, dom, params, dest, suffix, compression, level):
     removed = []
     if params['keep']:
         for _entry, path in domain_backups(dest, plan.uuid)[:-params['keep']]:
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            else:
-                os.unlink(path)
+            remove_backup(path)
             removed.append(path)
     result.update(backup=outcome, removed=removed)
     if restart_error:
         raise OperationFailed('backup written to %s, but %s' % (outcome['path'], restart_error), **result)
     return result
+
+
+def remove_backup(path):
+    """Remove one backup. A directory first takes a partial's name: cut short, it no longer looks
+    complete, and the next backup of the domain removes the rest (``remove_stale``)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        directory, base = os.path.split(path)
+        doomed = os.path.join(directory, '.%s%s%s' % (base, PARTIAL, secrets.token_hex(4)))
+        os.rename(path, doomed)
+        shutil.rmtree(doomed)
+    else:
+        os.unlink(path)
 
 
 def _existing_parent(path):

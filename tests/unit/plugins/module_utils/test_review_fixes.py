@@ -163,3 +163,27 @@ def test_the_backup_lock_lives_in_a_directory_no_other_user_can_write(tmp_path, 
     os.symlink(str(tmp_path), str(locks))
     with pytest.raises(lv.InvalidInput, match='remove it, then run again'):
         bk.DomainLock('2d0c5b2a-0c1e-4f8e-9d6b-1a2b3c4d5e6f')
+
+
+def test_a_directory_backup_removed_by_keep_never_looks_complete_half_deleted(tmp_path, monkeypatch):
+    import datetime
+    import shutil
+    uuid = '6f1c5c33-8d3e-4a53-b0a4-63e3c4c0e0a1'
+    name = bk.backup_name('web1', datetime.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=datetime.timezone.utc), uuid)
+    backup = tmp_path / name
+    backup.mkdir()
+    for member in ('manifest.json', 'domain.xml', 'vda.qcow2'):
+        (backup / member).write_bytes(b'x')
+    real = shutil.rmtree
+
+    def cut_short(path, *args, **kwargs):
+        os.unlink(os.path.join(path, 'vda.qcow2'))
+        raise lv.Interrupted('SIGTERM')
+
+    monkeypatch.setattr(bk.shutil, 'rmtree', cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        bk.remove_backup(str(backup))
+    assert not backup.exists()      # not under the name of a complete backup
+    monkeypatch.setattr(bk.shutil, 'rmtree', real)
+    assert len(bk.remove_stale(str(tmp_path), bk.partial_pattern('web1', uuid))) == 1
+    assert os.listdir(tmp_path) == []
