@@ -2699,7 +2699,7 @@ class Restorer:
         moved = []      # (final, aside)
         placed = []
         defined = None
-        saved_xml = None
+        saved = []      # the old definition, then its snapshots'
         try:
             if self.existing is not None:
                 if domain_state(self.existing) != 'shutoff':
@@ -2707,7 +2707,7 @@ class Restorer:
                                        % self.existing.name())
                 # Should this process die from here on, the definition it undefines stays on disk
                 # beside the disks it sets aside, and the next restore names them all.
-                saved_xml = self._save_old_xml(old_xml)
+                saved = self._save_old_xml(old_xml, old_snaps)
                 self.existing.undefineFlags(_undefine_flags())
             for staged in self.staged.values():
                 staged.close()
@@ -2729,13 +2729,16 @@ class Restorer:
                 defined.setAutostart(1)
         except BaseException as exc:
             left = self._roll_back(defined, placed, moved, old_xml, old_snaps)
-            if saved_xml is not None and None not in left:
-                _unlink_quietly(saved_xml)
+            if None not in left:
+                for path in saved:
+                    _unlink_quietly(path)
             if left:
                 # Not all is back: keep what could not be put back, and say where it is.
                 text = 'the restore was only partly rolled back: ' + '; '.join(
-                    ("domain '%s' could not be defined again: its old definition is kept in %s (virsh define %s)"
-                     % (self.existing.name(), saved_xml, saved_xml)) if entry is None else
+                    ("domain '%s' could not be defined again: its old definition and snapshots are kept in %s "
+                     "('virsh define' the first, then 'virsh snapshot-create --redefine' the others in order, "
+                     "--current for the one marked current)" % (self.existing.name(), ', '.join(saved)))
+                    if entry is None else
                     ('%s could not be renamed back to %s: rename it by hand' % entry) for entry in left)
                 note_undone(exc, text)
                 if isinstance(exc, (libvirt.libvirtError, OSError)):
@@ -2756,25 +2759,35 @@ class Restorer:
             raise
         for _final, aside in moved:
             _unlink_quietly(aside)
-        if saved_xml is not None:
-            _unlink_quietly(saved_xml)
+        for path in saved:
+            _unlink_quietly(path)
         return defined
 
-    def _save_old_xml(self, old_xml):
+    def _save_old_xml(self, old_xml, old_snaps):
+        """Write the definition about to be undefined, and its snapshots' (numbered parents first, the
+        current one marked), beside the disks: the paths, domain first."""
         first = next(iter(self.staged.values()), None)
         if first is None:
-            return None
+            return []
         directory = os.path.dirname(first.final)
-        base = '.%s.xml%s%s' % (safe_label(self.existing.name()), REPLACED, secrets.token_hex(4))
-        path = os.path.join(directory, base)
-        fd = create_file(path)
-        try:
-            write_all(fd, old_xml.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        label = safe_label(self.existing.name())
+        token = secrets.token_hex(4)
+        files = [('.%s.xml%s%s' % (label, REPLACED, token), old_xml)]
+        for index, (name, xml, is_current) in enumerate(old_snaps, 1):
+            files.append(('.%s.snapshot-%03d-%s%s.xml%s%s' % (label, index, safe_label(name),
+                                                            '-current' if is_current else '', REPLACED, token), xml))
+        paths = []
+        for base, text in files:
+            path = os.path.join(directory, base)
+            fd = create_file(path)
+            paths.append(path)
+            try:
+                write_all(fd, text.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         fsync_dir(directory)
-        return path
+        return paths
 
     def _roll_back(self, defined, placed, moved, old_xml, old_snaps):
         """Undo a failed commit: what it could not undo, ``None`` first for the old definition, then ``(aside, final)``."""
@@ -2839,7 +2852,9 @@ def restore_backup(params, check_mode=False):
             restored['set_aside'] = leftovers
             result['warnings'] = ['found %d file(s) that an interrupted restore set aside and never put back: %s: '
                                   'they hold what it replaced (disk images; the .xml is the domain definition '
-                                  "it undefined, 'virsh define' takes it): keep what you need, then delete them"
+                                  "it undefined, 'virsh define' takes it; the .snapshot-NNN-*.xml are its "
+                                  "snapshots, parents first, for 'virsh snapshot-create --redefine', --current for "
+                                  "the one marked -current): keep what you need, then delete them"
                                   % (len(leftovers), ', '.join(leftovers))]
         if check_mode:
             restored.update(duration=round(time.monotonic() - started, 3))

@@ -36,6 +36,9 @@ def _failing(*_args):
 
 def test_a_restore_whose_rollback_cannot_define_the_old_domain_keeps_its_xml(conn, tmp_path, monkeypatch):
     dom = conn.lookupByName('test')
+    dom.snapshotCreateXML('<domainsnapshot><name>before</name></domainsnapshot>', 0)
+    dom.snapshotCreateXML('<domainsnapshot><name>now</name></domainsnapshot>', 0)
+    snap_xml = [dom.snapshotLookupByName(n).getXMLDesc(libvirt.VIR_DOMAIN_SNAPSHOT_XML_SECURE) for n in ('before', 'now')]
     dom.destroy()
     old_xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_INACTIVE)
     final = tmp_path / 'test.qcow2'
@@ -58,6 +61,13 @@ def test_a_restore_whose_rollback_cannot_define_the_old_domain_keeps_its_xml(con
         assert 'rolled back (the previous domain' not in message
         assert "domain 'test' could not be defined again" in message and str(tmp_path / kept[0]) in message
         assert final.read_bytes() == b'old'     # the disk set aside is back
+        # The snapshot metadata the undefine removed, parents first, the current one marked.
+        snaps = sorted(p for p in os.listdir(tmp_path) if p.startswith('.test.snapshot-'))
+        assert [p.split(bk.REPLACED)[0] for p in snaps] == ['.test.snapshot-001-before.xml',
+                                                            '.test.snapshot-002-now-current.xml']
+        assert [(tmp_path / p).read_text() for p in snaps] == snap_xml
+        assert all(str(tmp_path / p) in message for p in snaps)
+        assert sorted(bk.set_aside_leftovers([str(final)])) == sorted(str(tmp_path / p) for p in kept + snaps)
     finally:
         monkeypatch.undo()
         conn.defineXML(old_xml)
