@@ -1476,8 +1476,9 @@ def _probe_writable(dest):
     try:
         fd, path = tempfile.mkstemp(prefix='.kvmsnap-probe-', dir=dest)
     except OSError as exc:
+        # dest (and missing parents) may have been created just before: only that was done.
         raise OperationFailed(os_error_text(exc, 'creating a file', dest=dest, way_out='choose another dest')
-                              + ' (nothing was paused or written)') from None
+                              + ' (nothing was paused and no backup was written)') from None
     os.close(fd)
     os.unlink(path)
 

@@ -683,10 +683,13 @@ def refuse_raw_disks(dom, label, params):
         return
     raw = raw_disks(_domain_xml(dom))
     if raw:
-        raise InvalidInput("cannot create snapshot '%s' of domain '%s': disk %s is a raw image, which cannot hold an "
-                           "internal snapshot: set disk_only=true for an external snapshot, or convert the disk to "
-                           "qcow2 (qemu-img convert -O qcow2, with the domain shut off) and point the domain at it"
-                           % (params['name'], label, ', '.join(raw)))
+        many = len(raw) > 1
+        raise InvalidInput("cannot create snapshot '%s' of domain '%s': %s %s %s, which cannot hold an internal "
+                           "snapshot: set disk_only=true for an external snapshot, or convert %s to qcow2 (qemu-img "
+                           "convert -O qcow2, with the domain shut off) and point the domain at %s"
+                           % (params['name'], label, 'disks' if many else 'disk', ', '.join(raw),
+                              'are raw images' if many else 'is a raw image', 'them' if many else 'the disk',
+                              'them' if many else 'it'))
 
 
 # ---- images shared through backing files, and checkpoints beside snapshots ----
@@ -800,11 +803,15 @@ def refuse_rewinding_backing_files(dom, label, tree, name, unread):
             if inside:
                 what.append('internal snapshots %s' % ', '.join(inside))
             described.append('%s (%s)' % (path, '; '.join(what)) if what else path)
+        # Only an external snapshot is something to delete: the domain's own disk never is.
+        external = [what for path in above for what in users.get(path, []) if what.startswith('external snapshot ')]
+        way_out = ('merge %s %s into %s (virsh blockcommit while the domain runs, qemu-img commit while it is shut '
+                   'off)' % ('the overlays' if len(above) > 1 else 'the overlay', ', '.join(above), image))
+        if external:
+            way_out += ', or delete %s first (vm_snapshot state=absent)' % ' and '.join(external)
         raise InvalidInput("cannot revert domain '%s' to snapshot '%s': it would rewind image %s, the backing file of "
-                           "%s, and silently corrupt what reads through it: merge %s into it first (virsh blockcommit "
-                           "while the domain runs, qemu-img commit while it is shut off), or delete %s first"
-                           % (label, name, image, ', '.join(described), 'those images' if len(above) > 1 else 'that image',
-                              'them' if len(above) > 1 else 'it'))
+                           "%s, and silently corrupt what reads through it: %s"
+                           % (label, name, image, ', '.join(described), way_out))
 
 
 def checkpoint_names(dom):
@@ -836,6 +843,10 @@ CHECKPOINT_WAY_OUT = ("they belong to an incremental backup tool (virtnbdbackup,
                       "--remove IMAGE NAME while it is shut off) breaks that tool's incremental chain, so it is your "
                       "decision; then run the task again")
 
+BITMAP_WAY_OUT = ("they belong to an incremental backup tool (virtnbdbackup, libvirt's backup API), and removing "
+                  "them (qemu-img bitmap --remove IMAGE NAME while the domain is shut off) breaks that tool's "
+                  "incremental chain, so it is your decision; then run the task again")
+
 
 def refuse_beside_checkpoints(dom, label, what, images=(), offline_only=False, unread=None):
     """QEMU loads no internal snapshot into an image with dirty bitmaps ("Device has active dirty bitmaps"),
@@ -855,7 +866,8 @@ def refuse_beside_checkpoints(dom, label, what, images=(), offline_only=False, u
     why = ('libvirt changes no snapshot of a shut-off domain that has checkpoints ("cannot perform block operations '
            'while checkpoint exists"; while the domain runs, it does)' if offline_only else 'QEMU cannot load an internal snapshot into an image with dirty '
            'bitmaps, and the failed revert would stop the domain')
-    raise InvalidInput('cannot %s beside %s: %s; %s' % (what, '; '.join(found), why, CHECKPOINT_WAY_OUT % label))
+    way_out = CHECKPOINT_WAY_OUT % label if checkpoints else BITMAP_WAY_OUT
+    raise InvalidInput('cannot %s beside %s: %s; %s' % (what, '; '.join(found), why, way_out))
 
 
 CREATE_HINTS = (

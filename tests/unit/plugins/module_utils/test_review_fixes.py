@@ -197,3 +197,61 @@ def test_a_directory_backup_removed_by_keep_never_looks_complete_half_deleted(tm
     monkeypatch.setattr(bk.shutil, 'rmtree', real)
     assert len(bk.remove_stale(str(tmp_path), bk.partial_pattern('web1', uuid))) == 1
     assert os.listdir(tmp_path) == []
+
+
+def test_the_backing_file_refusal_names_the_overlay_and_the_external_snapshot_to_delete(monkeypatch):
+    """The dependant here is the domain's own disk too: "delete it" would have meant deleting the guest's disk."""
+    from ansible_collections.kvm.snapshots.plugins.module_utils import _snapshot as sn
+
+    monkeypatch.setattr(sn, '_is_local', lambda dom: True)
+    monkeypatch.setattr(sn, 'reverted_images', lambda snapshot: ['/img/base.qcow2'])
+    monkeypatch.setattr(sn, 'image_users', lambda dom, tree: {
+        '/img/top.qcow2': ["the domain's disk vda", "external snapshot 'ext1'"], '/img/base.qcow2': []})
+    monkeypatch.setattr(sn, '_chain', lambda path, unread: [(p, {}) for p in ('/img/top.qcow2', '/img/base.qcow2')])
+
+    class Tree:
+        by_name = {'int1': None}
+
+    with pytest.raises(lv.InvalidInput) as caught:
+        sn.refuse_rewinding_backing_files(None, 'web1', Tree(), 'int1', [])
+    text = str(caught.value)
+    assert text.endswith(": merge the overlay /img/top.qcow2 into /img/base.qcow2 (virsh blockcommit while the domain "
+                         "runs, qemu-img commit while it is shut off), or delete external snapshot 'ext1' first "
+                         "(vm_snapshot state=absent)")
+    assert 'delete it' not in text
+
+
+def test_bitmaps_alone_lead_with_qemu_img_bitmap_not_checkpoint_delete(monkeypatch):
+    from ansible_collections.kvm.snapshots.plugins.module_utils import _snapshot as sn
+
+    monkeypatch.setattr(sn, '_is_local', lambda dom: True)
+    monkeypatch.setattr(sn, 'checkpoint_names', lambda dom: [])
+    monkeypatch.setattr(sn, 'image_bitmaps', lambda path, unread: ['b1'])
+    with pytest.raises(lv.InvalidInput) as caught:
+        sn.refuse_beside_checkpoints(None, 'web1', "revert domain 'web1' to snapshot 's'", ['/img/a.qcow2'], unread=[])
+    text = str(caught.value)
+    assert 'bitmap b1 in image /img/a.qcow2' in text
+    assert 'checkpoint-delete' not in text and 'qemu-img bitmap --remove IMAGE NAME' in text
+
+
+def test_several_raw_disks_are_named_in_the_plural(monkeypatch):
+    from ansible_collections.kvm.snapshots.plugins.module_utils import _snapshot as sn
+
+    monkeypatch.setattr(sn, '_domain_xml', lambda dom: None)
+    monkeypatch.setattr(sn, 'raw_disks', lambda xml: ['vda (/a.img)', 'vdb (/b.img)'])
+    with pytest.raises(lv.InvalidInput) as caught:
+        sn.refuse_raw_disks(None, 'web1', dict(disk_only=False, name='s'))
+    assert "cannot create snapshot 's' of domain 'web1': disks vda (/a.img), vdb (/b.img) are raw images, which " \
+           "cannot hold an internal snapshot" in str(caught.value)
+    assert 'convert them to qcow2' in str(caught.value)
+
+
+def test_a_refused_probe_does_not_claim_nothing_was_written(tmp_path, monkeypatch):
+    """The probe runs after dest was created: "nothing was written" would not be true."""
+    def refused(**_kwargs):
+        raise PermissionError(13, 'Permission denied')
+
+    monkeypatch.setattr(bk.tempfile, 'mkstemp', refused)
+    with pytest.raises(lv.OperationFailed) as caught:
+        bk._probe_writable(str(tmp_path))
+    assert str(caught.value).endswith('(nothing was paused and no backup was written)')
