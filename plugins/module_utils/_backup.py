@@ -87,7 +87,6 @@ ZSTD_MAGIC = b'\x28\xb5\x2f\xfd'
 SMALL_LIMIT = 64 << 20      # XML and JSON members are read into memory up to this size
 PAX_LIMIT = 1 << 20
 MAP_LIMIT = 1 << 22         # regions in one sparse map
-STAMP_FORMAT = '%Y%m%dT%H%M%SZ'      # names written before names carried the UUID tag
 NAME_STAMP = '%Y%m%dT%H%M%S'
 TAG_LENGTH = 8                      # hex digits of the domain UUID in a backup's name
 LOCK_DIR = '/run/kvm.snapshots'    # root's; other users get a private one in the temp directory
@@ -147,15 +146,13 @@ def uuid_tag(uuid):
     return uuid.replace('-', '').lower()[:TAG_LENGTH]
 
 
-def backup_name(domain_name, when, uuid=None):
+def backup_name(domain_name, when, uuid):
     """A backup's name; it sorts by time within one domain.
 
-    With ``uuid`` (every backup written now): ``<label>-<UUID tag>-<UTC stamp, ms>``, so
-    ``web 1`` and ``web_1`` (both labelled ``web_1``) never share a name. Without:
-    ``<label>-<UTC stamp>``, the names written before, still recognised by listing.
+    ``<label>-<UUID tag>-<UTC stamp, ms>``, so ``web 1`` and ``web_1`` (both labelled
+    ``web_1``) never share a name. Names written before (``<label>-<UTC stamp>``) are
+    still recognised by listing (``OLD_NAME_PATTERN``).
     """
-    if uuid is None:
-        return '%s-%s' % (safe_label(domain_name), when.strftime(STAMP_FORMAT))
     return '%s-%s-%s.%03dZ' % (safe_label(domain_name), uuid_tag(uuid), when.strftime(NAME_STAMP),
                                when.microsecond // 1000)
 
@@ -716,10 +713,6 @@ def digest_bytes(data):
 def version_text(number):
     """libvirt's packed version number (major * 1000000 + minor * 1000 + micro) as text."""
     return '%d.%d.%d' % (number // 1000000, number // 1000 % 1000, number % 1000)
-
-
-def utcnow():
-    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
 
 
 def utcnow_ms():
@@ -1460,7 +1453,7 @@ def _check_writable(dest):
     Checked before free space (a read-only file system may report 0 bytes free) and
     before the domain is paused or shut down; in check mode too.
     """
-    anchor = dest if os.path.isdir(dest) else _existing_parent(dest)
+    anchor = _existing_parent(dest)
     where = dest if anchor == dest else '%s (its nearest existing parent is %s)' % (dest, anchor)
     if os.statvfs(anchor).f_flag & os.ST_RDONLY:
         raise InvalidInput('cannot write a backup into %s: Read-only file system: remount it read-write, or choose '
@@ -1634,7 +1627,7 @@ def make_backup(params, check_mode=False):
 
 def _space_needed(plan, dest):
     needed = plan.allocated() + (1 << 20)
-    free_at = dest if os.path.isdir(dest) else _existing_parent(dest)
+    free_at = _existing_parent(dest)
     free = _free_bytes(free_at)
     if free < needed:
         raise OperationFailed('not enough space in %s for the backup of %s: needs up to %s (allocated size '

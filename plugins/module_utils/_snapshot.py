@@ -781,7 +781,7 @@ def refuse_rewinding_backing_files(dom, label, tree, name, unread):
     Images it cannot read are noted in ``unread`` (the run goes on, and warns).
     """
     rewound = [os.path.realpath(path) for path in reverted_images(tree.by_name[name])]
-    if not rewound or not _is_local(dom):
+    if not rewound:
         return
     users = image_users(dom, tree)
     chains, infos = [], {}
@@ -855,7 +855,7 @@ def refuse_beside_checkpoints(dom, label, what, images=(), offline_only=False, u
         return
     checkpoints = checkpoint_names(dom)
     bitmaps = []
-    if images and _is_local(dom):
+    if images:
         for path in images:
             names = image_bitmaps(path, unread)
             if names:
@@ -1055,11 +1055,16 @@ def _absent(dom, label, tree, params, check_mode):
 
 def _reverted(dom, label, tree, params, check_mode, warnings):
     snapshot = tree.get(params['name'], label)
-    images = sorted(set(reverted_images(snapshot)) | set(_image_paths(_domain_xml(dom)).values()))
+    # qemu-img runs here: the images can be checked only when libvirt runs here too.
+    local = _is_local(dom)
+    images = sorted(set(reverted_images(snapshot)) | set(_image_paths(_domain_xml(dom)).values())) if local else ()
     unread = []
     refuse_beside_checkpoints(dom, label, "revert domain '%s' to snapshot '%s'" % (label, params['name']), images,
                               unread=unread)
-    refuse_rewinding_backing_files(dom, label, tree, params['name'], unread)
+    if local:
+        refuse_rewinding_backing_files(dom, label, tree, params['name'], unread)
+    else:
+        warnings.append(REMOTE_UNCHECKED % (label, dom.connect().getURI()))
     warnings.extend("domain '%s': %s" % (label, text) for text in unread)
     if check_mode:
         return predict_current(tree, params['name']), True, None
@@ -1116,8 +1121,6 @@ def manage_domain(dom, params, check_mode, diff_mode=False):
     if state == 'reverted' and params['reset_nvram'] and params['after_revert'] == 'snapshot' \
             and before.by_name[params['name']].state not in ('running', 'paused'):
         result.setdefault('warnings', []).append(NVRAM_NOT_RESET % (label, params['name']))
-    if state == 'reverted' and not _is_local(dom):
-        result.setdefault('warnings', []).append(REMOTE_UNCHECKED % (label, dom.connect().getURI()))
     if diff_mode:
         result['diff'] = dict(before=result['tree'] if after is before else before.render(), after=result['tree'],
                               before_header='%s snapshots' % label, after_header='%s snapshots' % label)

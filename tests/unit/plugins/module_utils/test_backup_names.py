@@ -32,6 +32,11 @@ UUID_A = '6f1c5c33-8d3e-4a53-b0a4-63e3c4c0e0a1'
 UUID_B = '0d9e2a71-1b2c-4d5e-8f90-a1b2c3d4e5f6'
 WHEN = datetime.datetime(2026, 11, 27, 2, 3, 4, 517000, tzinfo=datetime.timezone.utc)
 
+
+def old_name(domain_name, when):
+    """A name as backups were named before issue 16: ``<label>-<UTC stamp>``, built literally."""
+    return '%s-%s' % (domain_name.replace(' ', '_'), when.strftime('%Y%m%dT%H%M%SZ'))
+
 DOMAIN_XML = """<domain type='kvm'>
   <name>{name}</name>
   <uuid>{uuid}</uuid>
@@ -89,7 +94,7 @@ def test_look_alike_domains_get_different_names_that_sort_by_time():
     assert bk.NAME_PATTERN.match(first + '.tar.zst').group('tag') == '6f1c5c33'
     # Old-style names and new-style names never match each other's pattern.
     assert not bk.OLD_NAME_PATTERN.match(first + '.tar.zst')
-    assert not bk.NAME_PATTERN.match(bk.backup_name('web 1', WHEN) + '.tar.zst')
+    assert not bk.NAME_PATTERN.match(old_name('web 1', WHEN) + '.tar.zst')
 
 
 def test_a_taken_name_moves_on_by_a_millisecond(tmp_path):
@@ -133,12 +138,12 @@ def test_domain_backups_go_by_the_manifest_uuid_not_the_label(tmp_path, kind):
     a2 = write_backup(tmp_path, dest, 'web 1', UUID_A, when=WHEN + datetime.timedelta(seconds=1), kind=kind)
     # Backups written before names carried the UUID: old name, same label for both domains.
     old_a = write_backup(tmp_path, dest, 'web 1', UUID_A, when=WHEN - datetime.timedelta(days=1), kind=kind,
-                         backup_name=bk.backup_name('web 1', WHEN - datetime.timedelta(days=1)))
+                         backup_name=old_name('web 1', WHEN - datetime.timedelta(days=1)))
     old_b = write_backup(tmp_path, dest, 'web_1', UUID_B, when=WHEN - datetime.timedelta(hours=1), kind=kind,
-                         backup_name=bk.backup_name('web_1', WHEN - datetime.timedelta(hours=1)))
+                         backup_name=old_name('web_1', WHEN - datetime.timedelta(hours=1)))
     # The domain renamed since: its old backup still has its UUID.
     renamed = write_backup(tmp_path, dest, 'db', UUID_A, when=WHEN - datetime.timedelta(days=2), kind=kind,
-                           backup_name=bk.backup_name('db', WHEN - datetime.timedelta(days=2)))
+                           backup_name=old_name('db', WHEN - datetime.timedelta(days=2)))
     # Look-alikes that are no backup: never anyone's, so never removed by retention.
     (dest / ('web_1-6f1c5c33-20261128T000000.000Z' + bk.SUFFIXES[kind])).mkdir() if kind == 'directory' else \
         (dest / ('web_1-6f1c5c33-20261128T000000.000Z' + bk.SUFFIXES[kind])).write_bytes(b'junk' * 200)

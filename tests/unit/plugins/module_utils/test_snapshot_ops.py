@@ -554,3 +554,12 @@ def test_offline_metadata_changes_beside_a_checkpoint_are_refused(conn, seed_dom
     assert tree_of(conn) == before
     # nothing to change is still ok, checkpoint or not
     assert not run(check_mode=check_mode, name='wordpress', state='current')['changed']
+
+
+@pytest.mark.parametrize('local', [True, False])
+def test_a_revert_asks_once_whether_libvirt_runs_here(conn, seed_domain, monkeypatch, local):
+    asked = []
+    monkeypatch.setattr(_snapshot, '_is_local', lambda dom: asked.append(dom) or local)
+    result = run(check_mode=True, name='apache', state='reverted')
+    assert len(asked) == 1
+    assert ('warnings' in result) is not local
