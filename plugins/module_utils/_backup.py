@@ -829,19 +829,24 @@ def test_pause(point):
         time.sleep(0.1)
 
 
-def set_aside_leftovers(paths):
-    """Files an interrupted restore set aside beside ``paths`` (previous disks, definition): ``[path]``.
+def set_aside_leftovers(paths, domain_names=()):
+    """Files an interrupted restore set aside beside ``paths``: ``[path]``.
 
+    Those of ``paths`` themselves (previous disks) and of the domains ``domain_names``
+    (definition, snapshots); other domains' leftovers in the same directories are theirs.
     They hold the data a restore replaced; nothing ever deletes them but the restore that
     made them, so a killed one leaves them for the user, and the next restore names them.
     """
+    bases = {os.path.basename(p) for p in paths} | {'%s.xml' % safe_label(n) for n in domain_names}
+    snapshots = tuple('.%s.snapshot-' % safe_label(n) for n in domain_names)
     found = set()
     for directory in sorted({os.path.dirname(p) for p in paths}):
         try:
             names = os.listdir(directory)
         except OSError:
             continue
-        found.update(os.path.join(directory, n) for n in names if n.startswith('.') and REPLACED in n)
+        found.update(os.path.join(directory, n) for n in names if n.startswith('.') and REPLACED in n
+                     and (n.split(REPLACED)[0][1:] in bases or n.startswith(snapshots)))
     return sorted(found)
 
 
@@ -2841,7 +2846,8 @@ def restore_backup(params, check_mode=False):
                         current_snapshot=summary['current_snapshot'], replaced=restorer.existing is not None,
                         disk_dir=params.get('disk_dir'), started=False, data_size=reading.data_size)
         result = dict(changed=True)
-        leftovers = set_aside_leftovers(restorer.dest.values())
+        names = {restorer.manifest['domain']['name']} | ({restorer.existing.name()} if restorer.existing else set())
+        leftovers = set_aside_leftovers(restorer.dest.values(), names)
         if leftovers:
             restored['set_aside'] = leftovers
             result['warnings'] = ['found %d file(s) that an interrupted restore set aside and never put back: %s: '

@@ -107,9 +107,11 @@ options:
         backup and starts it again.
       - V(suspend) pauses it for the copy and resumes it afterwards. The disks are copied crash-consistent;
         the memory is not saved. A domain that is already paused is copied as it is and stays paused.
-      - The domain is started or resumed again however the backup ends, also when the module is stopped by
-        SIGTERM or SIGHUP (C(systemctl stop), a host shutdown, AWX cancelling the job) or SIGINT; the
-        partial backup is removed and RV(interrupted) says what was done. Only SIGKILL cannot be handled.
+      - Once the module paused or shut down the domain, it resumes or starts it again however the backup
+        ends, also when the module is stopped by SIGTERM or SIGHUP (C(systemctl stop), a host shutdown, AWX
+        cancelling the job) or SIGINT; an unfinished backup is removed and RV(interrupted) says what was done.
+        Should the resume or start fail, or the guest not finish shutting down, the failure message says so
+        and how to start it by hand. SIGKILL cannot be handled; the domain then stays paused or shut off.
     type: str
     choices: [fail, shutdown, suspend]
     default: fail
@@ -424,9 +426,12 @@ restored:
       type: bool
     set_aside:
       description:
-        - Files beside the restored ones that an earlier, interrupted restore (for example a SIGKILL) set
-          aside and never put back, that is the disk images it replaced and, as
-          C(.<domain>.xml.kvmsnap-replaced-*), the domain definition it undefined. They are left for you (a warning names them).
+        - Files that an earlier, interrupted restore of this domain (for example a SIGKILL) set aside beside
+          the restored ones and never put back, that is the disk images it replaced
+          (C(.<file>.kvmsnap-replaced-*)), the domain definition it undefined (C(.<domain>.xml.kvmsnap-replaced-*))
+          and its snapshots (C(.<domain>.snapshot-NNN-<name>.xml.kvmsnap-replaced-*), parents first, the current
+          one ending in C(-current)). Other domains' leftovers in the same directories are not listed. They are
+          left for you (a warning names them).
       type: list
       elements: str
       returned: when there are any

@@ -318,6 +318,22 @@ results:
   sample:
     - {domain: web-1, changed: true, snapshot: {name: pre-patch, is_current: true}, tree: "pre-patch\n    \n"}
     - {domain: web-2, changed: false, msg: "cannot create snapshot 'pre-patch' of domain 'web-2': disk vda (/srv/web-2.img) is a raw image, ..."}
+interrupted:
+  description:
+    - When SIGTERM, SIGHUP or SIGINT stopped the module (the task fails), the signal and what was done on the
+      way out. The libvirt call under way when the signal came may have completed. With O(domains), the
+      domains not yet started are not touched and are named, and RV(results) holds the outcome of those
+      that finished.
+  returned: when the module was interrupted
+  type: dict
+  contains:
+    signal:
+      description: V(SIGTERM), V(SIGHUP) or V(SIGINT).
+      type: str
+    done:
+      description: What was done on the way out, one sentence each.
+      type: list
+      elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -183,10 +183,14 @@ def test_leftovers_of_an_interrupted_restore_are_found_beside_the_files(tmp_path
     (images / ('.web1.qcow2' + bk.REPLACED + 'ab12cd34')).touch()
     (images / ('.web1.xml' + bk.REPLACED + 'ef56ab78')).touch()
     (images / ('.web1.qcow2' + bk.RESTORING + 'aa11bb22')).touch()  # a staged file: not a leftover of data
+    (images / ('.web1.snapshot-001-s1-current.xml' + bk.REPLACED + 'ef56ab78')).touch()
     (images / 'web1.qcow2.kvmsnap-replaced-not-hidden').touch()
-    found = bk.set_aside_leftovers([str(images / 'web1.qcow2'), str(tmp_path / 'nowhere' / 'x')])
+    (images / ('.db1.qcow2' + bk.REPLACED + 'cd34ef56')).touch()    # another domain's: not this restore's to name
+    (images / ('.db1.xml' + bk.REPLACED + 'cd34ef56')).touch()
+    found = bk.set_aside_leftovers([str(images / 'web1.qcow2'), str(tmp_path / 'nowhere' / 'x')], ['web1'])
     assert found == sorted([str(images / ('.web1.qcow2' + bk.REPLACED + 'ab12cd34')),
-                            str(images / ('.web1.xml' + bk.REPLACED + 'ef56ab78'))])
+                            str(images / ('.web1.xml' + bk.REPLACED + 'ef56ab78')),
+                            str(images / ('.web1.snapshot-001-s1-current.xml' + bk.REPLACED + 'ef56ab78'))])
 
 
 def test_a_plain_keyboard_interrupt_reports_what_was_undone_too(handlers):

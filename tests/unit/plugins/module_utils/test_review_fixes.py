@@ -67,7 +67,7 @@ def test_a_restore_whose_rollback_cannot_define_the_old_domain_keeps_its_xml(con
                                                             '.test.snapshot-002-now-current.xml']
         assert [(tmp_path / p).read_text() for p in snaps] == snap_xml
         assert all(str(tmp_path / p) in message for p in snaps)
-        assert sorted(bk.set_aside_leftovers([str(final)])) == sorted(str(tmp_path / p) for p in kept + snaps)
+        assert sorted(bk.set_aside_leftovers([str(final)], ['test'])) == sorted(str(tmp_path / p) for p in kept + snaps)
     finally:
         monkeypatch.undo()
         conn.defineXML(old_xml)
