@@ -2773,8 +2773,9 @@ class Restorer:
         token = secrets.token_hex(4)
         files = [('.%s.xml%s%s' % (label, REPLACED, token), old_xml)]
         for index, (name, xml, is_current) in enumerate(old_snaps, 1):
-            files.append(('.%s.snapshot-%03d-%s%s.xml%s%s' % (label, index, safe_label(name),
-                                                            '-current' if is_current else '', REPLACED, token), xml))
+            mark = '-current' if is_current else ''
+            files.append(('.%s.snapshot-%03d-%s%s.xml%s%s' % (label, index, safe_label(name), mark, REPLACED, token),
+                          xml))
         paths = []
         for base, text in files:
             path = os.path.join(directory, base)

@@ -327,8 +327,8 @@ def for_each(items, work, workers=MAX_WORKERS):
         skipped = [label for label, _item in items if label not in started]
         if skipped:
             note_undone(exc, 'the %d domain(s) still queued were not touched: %s' % (len(skipped), ', '.join(skipped)))
-        _note_finished(exc, [future.result() for future in futures if future.done() and not future.cancelled()
-                                 and future.exception() is None])
+        finished = [future for future in futures if future.done() and not future.cancelled()]
+        _note_finished(exc, [future.result() for future in finished if future.exception() is None])
         raise
     finally:
         pool.shutdown(wait=True)

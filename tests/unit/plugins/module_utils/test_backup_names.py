@@ -37,6 +37,7 @@ def old_name(domain_name, when):
     """A name as backups were named before issue 16: ``<label>-<UTC stamp>``, built literally."""
     return '%s-%s' % (domain_name.replace(' ', '_'), when.strftime('%Y%m%dT%H%M%SZ'))
 
+
 DOMAIN_XML = """<domain type='kvm'>
   <name>{name}</name>
   <uuid>{uuid}</uuid>
