@@ -2736,7 +2736,8 @@ class Restorer:
                 text = 'the restore was only partly rolled back: ' + '; '.join(
                     ("domain '%s' could not be defined again: its old definition and snapshots are kept in %s "
                      "('virsh define' the first, then 'virsh snapshot-create --redefine' the others in order, "
-                     "--current for the one marked current)" % (self.existing.name(), ', '.join(saved)))
+                     "--current for the one marked current)" % (self.existing.name(), ', '.join(saved))
+                     if saved else "domain '%s' could not be defined again" % self.existing.name())
                     if entry is None else
                     ('%s could not be renamed back to %s: rename it by hand' % entry) for entry in left)
                 note_undone(exc, text)
