@@ -275,31 +275,41 @@ def cmd_integration(log, data_dir, junit_dir, expected):
     print(passed, failed, 0)
 
 
-def cmd_units(root, junit_dir, paths):
-    allow = [re.compile(p) for p in os.environ.get('UNIT_SKIP_ALLOW', '').split('\n') if p]
-    files = sorted(glob.glob(os.path.join(junit_dir, '*units*.xml')))
-    counts = {'passed': 0, 'failed': 0, 'skipped': 0}
+def allow_list(variable):
+    """The regular expressions of an allow-list of skips, one a line in an environment variable."""
+    return [re.compile(p) for p in os.environ.get(variable, '').split('\n') if p]
+
+
+def stage_cases(junit_dir, stage, counts):
+    """Every test case in a stage's junit files; no file, or one that does not parse, counts as failed."""
+    files = sorted(glob.glob(os.path.join(junit_dir, '*%s*.xml' % stage)))
     if not files:
-        say('units: no junit output in %s' % junit_dir)
+        say('%s: no junit output in %s' % (stage, junit_dir))
         counts['failed'] += 1
-    ran = set()
     for path in files:
         tree = parse(path)
         if tree is None:
             counts['failed'] += 1
             continue
-        for case in tree.iter('testcase'):
-            result = outcome(case)
-            ran.add(case.get('file') or (case.get('classname') or '').replace('.', '/') + '.py')
-            if result == 'skipped':
-                skip = case.find('skipped')
-                # a module-level importorskip says "collection skipped" and puts the reason in the text
-                msg = ' '.join(x.strip() for x in (skip.get('message'), skip.text) if x and x.strip())
-                if not any(p.search(msg) for p in allow):
-                    where = '::'.join(x for x in (case.get('classname'), case.get('name')) if x)
-                    say('units: unexpected skip of %s: %s' % (where, msg))
-                    result = 'failed'
-            counts[result] += 1
+        yield from tree.iter('testcase')
+
+
+def cmd_units(root, junit_dir, paths):
+    allow = allow_list('UNIT_SKIP_ALLOW')
+    counts = {'passed': 0, 'failed': 0, 'skipped': 0}
+    ran = set()
+    for case in stage_cases(junit_dir, 'units', counts):
+        result = outcome(case)
+        ran.add(case.get('file') or (case.get('classname') or '').replace('.', '/') + '.py')
+        if result == 'skipped':
+            skip = case.find('skipped')
+            # a module-level importorskip says "collection skipped" and puts the reason in the text
+            msg = ' '.join(x.strip() for x in (skip.get('message'), skip.text) if x and x.strip())
+            if not any(p.search(msg) for p in allow):
+                where = '::'.join(x for x in (case.get('classname'), case.get('name')) if x)
+                say('units: unexpected skip of %s: %s' % (where, msg))
+                result = 'failed'
+        counts[result] += 1
     wanted = set()
     for path in paths or ['tests/unit']:
         full = os.path.join(root, path)
@@ -312,34 +322,25 @@ def cmd_units(root, junit_dir, paths):
     for path in sorted(wanted - ran):
         say('units: no test case of %s ran' % path)
         counts['failed'] += 1
-    if files and not any(counts.values()):
+    if not any(counts.values()):  # no file counts as failed already: here the files hold no case
         say('units: the junit output holds no test case')
         counts['failed'] += 1
     print(counts['passed'], counts['failed'], counts['skipped'])
 
 
 def cmd_sanity(junit_dir, required):
-    allow = [re.compile(p) for p in os.environ.get('SANITY_SKIP_ALLOW', '').split('\n') if p]
-    files = sorted(glob.glob(os.path.join(junit_dir, '*sanity*.xml')))
+    allow = allow_list('SANITY_SKIP_ALLOW')
     counts = {'passed': 0, 'failed': 0, 'skipped': 0}
-    if not files:
-        say('sanity: no junit output in %s' % junit_dir)
-        counts['failed'] += 1
     ran = set()
-    for path in files:
-        tree = parse(path)
-        if tree is None:
-            counts['failed'] += 1
-            continue
-        for case in tree.iter('testcase'):
-            name = case.get('name') or ''
-            ran.add(re.sub(r'-python-[0-9.]+$', '', name))
-            result = outcome(case)
-            if result == 'skipped' and not any(p.search(name) for p in allow):
-                skip = case.find('skipped')
-                say('sanity: unexpected skip of %s: %s' % (name, (skip.text or skip.get('message') or '').strip()))
-                result = 'failed'
-            counts[result] += 1
+    for case in stage_cases(junit_dir, 'sanity', counts):
+        name = case.get('name') or ''
+        ran.add(re.sub(r'-python-[0-9.]+$', '', name))
+        result = outcome(case)
+        if result == 'skipped' and not any(p.search(name) for p in allow):
+            skip = case.find('skipped')
+            say('sanity: unexpected skip of %s: %s' % (name, (skip.text or skip.get('message') or '').strip()))
+            result = 'failed'
+        counts[result] += 1
     for name in required:
         if name not in ran:
             say('sanity: %s wrote no junit result' % name)
