@@ -15,10 +15,8 @@ see a traceback.
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 import signal
-import subprocess
 import traceback
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -258,6 +256,16 @@ def lookup_domain(conn, ident):
         raise translate(exc, "domain '%s'" % ident) from None
 
 
+def find_domain(conn, name=None, uuid=None):
+    """The domain named ``name`` (or with ``uuid``), or None when there is none."""
+    try:
+        return conn.lookupByName(name) if name is not None else conn.lookupByUUIDString(uuid)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise translate(exc, "domain '%s'" % name if name is not None else 'domain uuid %s' % uuid) from None
+
+
 def is_glob(pattern):
     return re.search(r'[*?\[]', pattern) is not None
 
@@ -361,41 +369,3 @@ def domain_state(dom):
 def parse_xml(text):
     """An lxml element from libvirt's XML text (str or bytes)."""
     return etree.fromstring(text.encode() if isinstance(text, str) else text)
-
-
-def domain_disks(domain_xml):
-    """The disks (not CD-ROMs) of a parsed domain XML: ``[{target, type, format, path}]``.
-
-    ``path`` is None for disks with no local file (network disks, empty drives).
-    """
-    disks = []
-    for disk in domain_xml.iterfind('devices/disk'):
-        if disk.get('device', 'disk') not in ('disk', 'lun'):
-            continue
-        source = disk.find('source')
-        path = None
-        if source is not None:
-            path = source.get('file') or source.get('dev')
-        driver = disk.find('driver')
-        disks.append(dict(
-            target=disk.find('target').get('dev'),
-            type=disk.get('type', 'file'),
-            format=driver.get('type') if driver is not None else None,
-            path=path,
-        ))
-    return disks
-
-
-def qemu_img_info(path, backing_chain=False):
-    """``qemu-img info -U --output=json`` of an image (``-U``: works while the domain runs)."""
-    cmd = ['qemu-img', 'info', '-U', '--output=json']
-    if backing_chain:
-        cmd.append('--backing-chain')
-    cmd.append(path)
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        raise OperationFailed('qemu-img not found: install qemu-utils (Debian/Ubuntu) or qemu-img (RHEL/Fedora)') from None
-    if proc.returncode != 0:
-        raise OperationFailed('qemu-img info %s failed: %s' % (path, proc.stderr.strip() or proc.stdout.strip()))
-    return json.loads(proc.stdout)

@@ -29,7 +29,6 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
     OperationFailed,
     SnapshotNotFound,
     all_domains,
-    domain_disks,
     domain_state,
     etree,
     for_each,
@@ -37,10 +36,11 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
     libvirt,
     lookup_domain,
     parse_xml,
-    qemu_img_info,
     resolve_domains,
     translate,
 )
+from ansible_collections.kvm.snapshots.plugins.module_utils._domain_xml import domain_disks, is_uefi
+from ansible_collections.kvm.snapshots.plugins.module_utils._qemu_img import qemu_img_info
 
 
 class Snapshot:
@@ -642,15 +642,6 @@ def set_description(dom, name, description, is_current):
 
 def _domain_xml(dom):
     return parse_xml(dom.XMLDesc(0))
-
-
-def is_uefi(domain_xml):
-    """UEFI firmware, which QEMU keeps in pflash: ``<os firmware='efi'>`` or a pflash ``<loader>``."""
-    os_node = domain_xml.find('os')
-    if os_node is None:
-        return False
-    return os_node.get('firmware') == 'efi' or any(
-        loader.get('type') == 'pflash' for loader in os_node.iterfind('loader'))
 
 
 def refuse_running_uefi(dom, label, params):

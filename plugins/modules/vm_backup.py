@@ -448,7 +448,7 @@ restored:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import CONNECTION_ARGSPEC, run_module
-from ansible_collections.kvm.snapshots.plugins.module_utils._backup import run
+from ansible_collections.kvm.snapshots.plugins.module_utils._backup.states import run
 
 
 def main():

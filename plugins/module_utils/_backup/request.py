@@ -1,0 +1,116 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvm.snapshots contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""vm_backup's options, checked and derived once into one request value; every default lives here."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional
+
+from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import InvalidInput
+
+DEFAULT_LEVEL = 3           # zstd level when compression_level is not set (the module docs and the backup role say so)
+SUFFIXES = {'zstd': '.tar.zst', 'none': '.tar', 'directory': ''}
+
+
+@dataclasses.dataclass(frozen=True)
+class BackupRequest:
+    """state=present: where to write what, and how to treat the domain."""
+
+    uri: str
+    domain: str
+    dest: str
+    format: str                 # archive | directory
+    compression: Optional[str]  # zstd | none; None for a directory
+    level: Optional[int]        # the zstd level; None without zstd
+    threads: int
+    keep: Optional[int]
+    if_running: str
+    shutdown_timeout: int
+
+    @property
+    def writer(self):
+        """What writes it: 'zstd', 'none' (a plain tar) or 'directory'."""
+        return self.compression or 'directory'
+
+    @property
+    def suffix(self):
+        return SUFFIXES[self.writer]
+
+    def options(self):
+        """The options a manifest records."""
+        return dict(format=self.format, compression=self.compression, compression_level=self.level,
+                    if_running=self.if_running)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadRequest:
+    """state=verified or restored: which backup, and for a restore where and how."""
+
+    uri: str
+    state: str
+    src: str
+    domain: Optional[str] = None
+    disk_dir: Optional[str] = None   # as given
+    disk_root: Optional[str] = None  # disk_dir resolved (realpath): where the disks go
+    force: bool = False
+    start: bool = False
+
+
+def backup_request(params):
+    """The BackupRequest for vm_backup's ``params``; ``InvalidInput`` for a combination that makes no sense."""
+    if params['keep'] is not None and params['keep'] < 1:
+        raise InvalidInput('keep must be 1 or more (it counts the backup just made), got %d: omit keep to keep '
+                           'every backup' % params['keep'])
+    if params['threads'] < 0:
+        raise InvalidInput('threads must be 0 (all cores) or more, got %d' % params['threads'])
+    level = params['compression_level']
+    if level is not None and not 1 <= level <= 22:
+        raise InvalidInput('compression_level must be between 1 and 22 (zstd levels), got %d' % level)
+    if params['format'] == 'directory' and (level is not None or params['compression'] != 'zstd'):
+        raise InvalidInput('compression and compression_level only apply to format archive: drop them, '
+                           'or set format: archive')
+    if params['compression'] == 'none' and level is not None:
+        raise InvalidInput('compression_level needs compression: zstd, not none: drop compression_level, '
+                           'or drop compression: none')
+    if params['shutdown_timeout'] < 1:
+        raise InvalidInput('shutdown_timeout must be 1 second or more, got %d' % params['shutdown_timeout'])
+    for key in ('src', 'disk_dir'):
+        if params.get(key) is not None:
+            raise InvalidInput('%s only applies to state verified or restored, not present' % key)
+    if params.get('force') or params.get('start'):
+        raise InvalidInput('force and start only apply to state restored, not present')
+    dest = params['dest']
+    if not os.path.isabs(dest):
+        raise InvalidInput('dest must be an absolute path, got %r' % dest)
+    if os.path.lexists(dest) and not os.path.isdir(dest):
+        raise InvalidInput('dest %s exists and is not a directory: choose a directory' % dest)
+    compression = params['compression'] if params['format'] == 'archive' else None
+    return BackupRequest(uri=params['uri'], domain=params['domain'], dest=dest, format=params['format'],
+                         compression=compression,
+                         level=(DEFAULT_LEVEL if level is None else level) if compression == 'zstd' else None,
+                         threads=params['threads'], keep=params['keep'], if_running=params['if_running'],
+                         shutdown_timeout=params['shutdown_timeout'])
+
+
+def read_request(params):
+    """The ReadRequest for vm_backup's ``params`` (state verified or restored)."""
+    for key in ('dest', 'keep'):
+        if params.get(key) is not None:
+            raise InvalidInput('%s only applies to state present' % key)
+    if params['state'] == 'verified':
+        if params.get('disk_dir') is not None or params.get('force') or params.get('start'):
+            raise InvalidInput('disk_dir, force and start only apply to state restored')
+    disk_dir = params.get('disk_dir')
+    if disk_dir is not None:
+        if not os.path.isabs(disk_dir):
+            raise InvalidInput('disk_dir must be an absolute path, got %r' % disk_dir)
+        if not os.path.isdir(disk_dir):
+            raise InvalidInput('disk_dir %s does not exist: create it first (mode 0711 or so, so that QEMU can '
+                               'reach the images)' % disk_dir)
+    return ReadRequest(uri=params['uri'], state=params['state'], src=params['src'], domain=params.get('domain'),
+                       disk_dir=disk_dir, disk_root=os.path.realpath(disk_dir) if disk_dir else None,
+                       force=bool(params.get('force')), start=bool(params.get('start')))

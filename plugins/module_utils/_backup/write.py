@@ -1,0 +1,139 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvm.snapshots contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Writes one backup: manifest, XML and files into an archive or directory under a partial name, then into place."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+
+from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import KvmError, OperationFailed, note_undone
+
+from .archive_writer import ArchiveSink
+from .directory import DirectorySink
+from .errors import os_error_text
+from .files import create_file, data_regions, fsync_dir, make_dir, try_lock
+from .manifest import CHECKSUMS, MANIFEST, checksums_bytes
+from .members import member_dirs
+from .names import PARTIAL
+
+
+def open_source_file(entry):
+    """The backed-up file of ``entry``, open for reading; refused if its size changed since discovery."""
+    try:
+        src = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise OperationFailed('cannot read %s: %s' % (entry.path, exc.strerror)) from None
+    if os.fstat(src).st_size != entry.size:
+        os.close(src)
+        raise OperationFailed('%s changed size during the backup: is something else writing to it?' % entry.path)
+    return src
+
+
+def file_layout(entry):
+    """The data regions of ``entry``'s file now (read once the domain is held)."""
+    src = open_source_file(entry)
+    try:
+        return data_regions(src, entry.size)
+    finally:
+        os.close(src)
+
+
+class Partial:
+    """The backup being written, under a name no reader takes for a backup, locked against ``remove_stale``."""
+
+    def __init__(self, dest, name, request):
+        self.name = name
+        self.request = request
+        self.final = os.path.join(dest, name + request.suffix)
+        self.path = os.path.join(dest, '.%s%s%s%s' % (name, request.suffix, PARTIAL, secrets.token_hex(4)))
+        self.fd = self.lock = self.sink = None
+
+    def open(self, mtime):
+        """Create it and its sink."""
+        request = self.request
+        if request.writer == 'directory':
+            make_dir(self.path)
+            self.lock = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try_lock(self.lock)
+            self.sink = DirectorySink(self.path)
+        else:
+            self.fd = create_file(self.path)
+            try_lock(self.fd)
+            self.sink = ArchiveSink(self.fd, self.name, mtime, request.compression, request.level, request.threads)
+        return self.sink
+
+    def commit(self):
+        """End the sink and rename the backup into place; its size."""
+        self.sink.close()
+        size = self.sink.size()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if os.path.lexists(self.final):  # names are chosen under the domain's lock: only a foreign file gets here
+            raise OperationFailed('%s appeared while the backup was written: move it away and run again' % self.final)
+        os.rename(self.path, self.final)
+        fsync_dir(os.path.dirname(self.final))
+        return size
+
+    def remove(self, exc):
+        """Remove whatever was written, and say so in ``exc``."""
+        if self.sink is not None:
+            self.sink.abort()
+        if self.fd is not None:
+            os.close(self.fd)
+        if os.path.isdir(self.path) and not os.path.islink(self.path):
+            shutil.rmtree(self.path, ignore_errors=True)
+            note_undone(exc, 'the partial backup %s was removed' % self.path)
+        elif os.path.lexists(self.path):
+            os.unlink(self.path)
+            note_undone(exc, 'the partial backup %s was removed' % self.path)
+
+    def close(self):
+        if self.lock is not None:
+            os.close(self.lock)
+
+
+def write_backup(contents, dest, name, when, state, request):
+    """Write the backup ``name`` of ``contents`` into ``dest``: the ``backup`` result, less timings."""
+    maps = [file_layout(entry) for entry in contents.files]
+    manifest = contents.manifest(name, when, state, request.options(), maps)
+    partial = Partial(dest, name, request)
+    data_size = 0
+    try:
+        sink = partial.open(when.timestamp())
+        sink.add_dir('')
+        digests = {MANIFEST: sink.add_bytes(MANIFEST, manifest.to_bytes())}
+        digests['domain.xml'] = sink.add_bytes('domain.xml', contents.xml.encode())
+        for directory in member_dirs(entry.name for entry in manifest.files):
+            sink.add_dir(directory)
+        snapshot_entries = [entry for entry in manifest.files if entry.role == 'snapshot']
+        for entry, (_snap, data) in zip(snapshot_entries, contents.snapshot_files()):
+            digests[entry.name] = sink.add_bytes(entry.name, data)
+        for entry, regions in zip(manifest.files[1 + len(contents.snapshots):], maps):
+            src = open_source_file(entry)
+            try:
+                os.posix_fadvise(src, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+                digests[entry.name] = sink.add_file(entry.name, src, entry.size, regions)
+                data_size += sum(length for _off, length in regions)
+            finally:
+                os.close(src)
+        sink.add_bytes(CHECKSUMS, checksums_bytes(digests))
+        size = partial.commit()
+    except BaseException as exc:
+        partial.remove(exc)
+        if isinstance(exc, OSError) and not isinstance(exc, KvmError):
+            raise OperationFailed(os_error_text(exc, 'writing the backup of %s' % contents.name, dest=dest,
+                                                way_out='choose another dest') + ' (the partial backup was removed)') from None
+        raise
+    finally:
+        partial.close()
+    files = [dict(name=e.name, role=e.role, path=e.path, size=e.size, sparse=bool(e.sparse), sha256=digests[e.name])
+             for e in manifest.files]
+    return dict(path=partial.final, name=name, format=request.format, compression=request.compression,
+                compression_level=request.level, domain=contents.name, uuid=contents.uuid, created=manifest.created,
+                size=size, data_size=data_size, files=files, snapshots=contents.order,
+                current_snapshot=contents.current, manifest_sha256=digests[MANIFEST])
