@@ -10,9 +10,14 @@ import os
 import secrets
 import time
 
-from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (InvalidInput, OperationFailed,
-                                                                           domain_state, libvirt, note_undone,
-                                                                           translate)
+from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
+    InvalidInput,
+    OperationFailed,
+    domain_state,
+    libvirt,
+    note_undone,
+    translate,
+)
 from ansible_collections.kvm.snapshots.plugins.module_utils._qemu_img import rebase_unsafe
 from ansible_collections.kvm.snapshots.plugins.module_utils._snapshot import SnapshotTree, redefine_snapshot
 

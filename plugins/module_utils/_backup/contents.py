@@ -11,10 +11,17 @@ import os
 import stat
 from typing import List, Optional, Tuple
 
-from ansible_collections.kvm.snapshots.plugins.module_utils._domain_xml import (domain_disks, nvram_path,
-                                                                               referenced_files)
-from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (InvalidInput, OperationFailed, libvirt,
-                                                                           parse_xml)
+from ansible_collections.kvm.snapshots.plugins.module_utils._domain_xml import (
+    domain_disks,
+    nvram_path,
+    referenced_files,
+)
+from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
+    InvalidInput,
+    OperationFailed,
+    libvirt,
+    parse_xml,
+)
 from ansible_collections.kvm.snapshots.plugins.module_utils._qemu_img import qemu_img_info
 from ansible_collections.kvm.snapshots.plugins.module_utils._snapshot import SnapshotTree
 

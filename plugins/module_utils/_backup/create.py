@@ -10,9 +10,15 @@ import os
 import tempfile
 import time
 
-from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (Connection, InvalidInput, KvmError,
-                                                                           OperationFailed, domain_state,
-                                                                           lookup_domain, note_undone)
+from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
+    Connection,
+    InvalidInput,
+    KvmError,
+    OperationFailed,
+    domain_state,
+    lookup_domain,
+    note_undone,
+)
 
 from .catalog import domain_backups, remove_backup
 from .contents import discover

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import time
 
-from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (InvalidInput, OperationFailed,
-                                                                           domain_state, libvirt, translate)
+from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
+    InvalidInput,
+    OperationFailed,
+    domain_state,
+    libvirt,
+    translate,
+)
 
 
 def wait_state(dom, wanted, timeout):

@@ -11,12 +11,25 @@ import re
 import stat
 import time
 
-from ansible_collections.kvm.snapshots.plugins.module_utils._domain_xml import (NVRAM_DIR, domain_disks, nvram_path,
-                                                                               referenced_files, rewrite_paths)
-from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (Connection, InvalidInput,
-                                                                           OperationFailed, domain_state, etree,
-                                                                           find_domain, libvirt, one_line,
-                                                                           parse_xml, translate)
+from ansible_collections.kvm.snapshots.plugins.module_utils._domain_xml import (
+    NVRAM_DIR,
+    domain_disks,
+    nvram_path,
+    referenced_files,
+    rewrite_paths,
+)
+from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
+    Connection,
+    InvalidInput,
+    OperationFailed,
+    domain_state,
+    etree,
+    find_domain,
+    libvirt,
+    one_line,
+    parse_xml,
+    translate,
+)
 
 from .commit import RESTORING, StagedFile, Swap, set_aside_leftovers
 from .contents import SWTPM_DIR
