@@ -33,7 +33,7 @@ def sparse_map_block(regions, size):
 class ArchiveSink:
     """A tar stream into ``fd``, through ``zstd`` at ``level`` when ``compression`` is zstd."""
 
-    def __init__(self, fd, top, mtime, compression='zstd', level=3, threads=0):
+    def __init__(self, fd, top, mtime, compression, level, threads):
         self.fd = fd
         self.top = top
         self.mtime = int(mtime)
