@@ -153,6 +153,15 @@ def test_a_manifest_written_before_the_typed_value_still_parses():
     assert parsed.host == {} and parsed.options == {} and parsed.created_epoch is None
 
 
+@pytest.mark.parametrize('tpm_dirs', [5, True, {'path': '/var/lib/libvirt/swtpm/x'}, 'tpm', None])
+def test_malformed_tpm_dirs_that_the_checks_let_through_are_ignored_not_a_crash(tpm_dirs):
+    """check_manifest does not look at tpm_dirs (a restore creates the directories 0711 without them): the
+    typed value must not fail where the checks passed, or listing a dest and verifying would crash on it."""
+    raw = manifest_data(tpm_dirs=tpm_dirs)
+    assert check_manifest(raw) is raw
+    assert Manifest.from_bytes(json.dumps(raw).encode()).tpm_dirs == []
+
+
 def test_from_bytes_refuses_what_is_not_json():
     with pytest.raises(BackupDamaged, match=r'its manifest.json is damaged \(not valid JSON\)'):
         Manifest.from_bytes(b'{"format": ')

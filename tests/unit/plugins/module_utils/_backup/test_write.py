@@ -137,8 +137,8 @@ def test_a_signal_in_the_middle_of_writing_removes_the_partial_backup(tmp_path, 
 
     monkeypatch.setattr(digest.ContentDigest, 'update', hash_then_signal)
     when = datetime.datetime(2026, 11, 27, 2, 3, 4, tzinfo=datetime.timezone.utc)
-    result = run_module(lambda: write_backup(contents, str(dest), backup_name('unit1', when, UUID), when, 'shutoff',
-                                      request_for(dest, 'none')))
+    name = backup_name('unit1', when, UUID)
+    result = run_module(lambda: write_backup(contents, str(dest), name, when, 'shutoff', request_for(dest, 'none')))
     assert len(partials) == 1
     assert os.listdir(dest) == []
     assert result['interrupted'] == dict(signal='SIGTERM',
