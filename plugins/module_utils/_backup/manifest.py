@@ -130,8 +130,10 @@ class Manifest:
         check_manifest(raw)
         known = {field.name for field in dataclasses.fields(FileEntry)}
         files = [FileEntry(**{k: v for k, v in entry.items() if k in known}) for entry in raw['files']]
+        dirs = raw.get('tpm_dirs')   # check_manifest does not look at it: anything but a list counts as none
         tpm_dirs = [DirectoryEntry(path=d['path'], mode=d.get('mode'), uid=d.get('uid'), gid=d.get('gid'))
-                    for d in raw.get('tpm_dirs') or [] if isinstance(d, dict) and isinstance(d.get('path'), str)]
+                    for d in (dirs if isinstance(dirs, list) else []) if isinstance(d, dict)
+                    and isinstance(d.get('path'), str)]
         return cls(name=raw['name'], created=raw['created'], domain=raw['domain'], files=files,
                    order=list(raw['snapshots']['order']), current=raw['snapshots'].get('current'),
                    created_epoch=raw.get('created_epoch'), host=raw.get('host') or {},

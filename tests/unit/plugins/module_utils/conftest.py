@@ -65,3 +65,46 @@ def define(conn):
             dom.create()
         return dom
     return make
+
+
+class _Exited(Exception):
+    pass
+
+
+class _FakeModule:
+    """Just what run_module calls."""
+
+    def __init__(self):
+        self.result = None
+
+    def fail_json(self, **result):
+        self.result = dict(result, failed=True)
+        raise _Exited()
+
+    def exit_json(self, **result):
+        self.result = result
+        raise _Exited()
+
+
+@pytest.fixture
+def handlers():
+    """run_module installs signal handlers: give pytest its own back afterwards."""
+    import signal
+    from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import STOP_SIGNALS
+    saved = {name: signal.getsignal(getattr(signal, name)) for name in STOP_SIGNALS}
+    yield
+    for name, handler in saved.items():
+        signal.signal(getattr(signal, name), handler)
+
+
+@pytest.fixture
+def run_module(handlers):
+    """``run_module`` of _libvirt on a fake AnsibleModule: ``run(work)`` gives the result it exits or fails with."""
+    from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import run_module as real_run_module
+
+    def run(work):
+        module = _FakeModule()
+        with pytest.raises(_Exited):
+            real_run_module(module, work)
+        return module.result
+    return run

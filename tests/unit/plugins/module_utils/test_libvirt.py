@@ -2,11 +2,19 @@
 # Copyright: (c) 2026, kvm.snapshots contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Connections, domain lookup and error translation, on libvirt's test:///default driver."""
+"""Connections, domain lookup, error translation and stop signals, on libvirt's test:///default driver.
+
+Issue 16: SIGTERM and SIGHUP unwind like Ctrl-C, through every rollback, and the module
+says what it undid. Real signals are sent to this process; the integration targets send
+them to the real modules in the middle of their work.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 
 import pytest
 
@@ -17,7 +25,9 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (  #
     ConnectionFailed,
     DomainNotFound,
     KvmError,
+    OperationFailed,
     connect,
+    find_domain,
     for_each,
     lookup_domain,
     one_line,
@@ -42,6 +52,17 @@ def conn():
 def test_lookup_by_name_and_uuid(conn):
     dom = lookup_domain(conn, 'web-1')
     assert lookup_domain(conn, dom.UUIDString()).name() == 'web-1'
+
+
+def test_find_domain_by_name_or_uuid_or_none(conn):
+    dom = lookup_domain(conn, 'web-1')
+    assert find_domain(conn, name='web-1').UUIDString() == dom.UUIDString()
+    assert find_domain(conn, uuid=dom.UUIDString()).name() == 'web-1'
+    assert find_domain(conn, name='ghost') is None
+    assert find_domain(conn, uuid='00000000-0000-4000-8000-000000000000') is None
+    # any other error is one, named: not "there is no such domain"
+    with pytest.raises(OperationFailed, match='^domain uuid not-a-uuid: .*Invalid UUID'):
+        find_domain(conn, uuid='not-a-uuid')
 
 
 def test_missing_domain_says_how_to_look(conn):
@@ -138,3 +159,80 @@ def test_a_connection_that_cannot_be_opened_asks_for_the_daemon():
     error = _libvirt.translate(rpc_error(libvirt.VIR_ERR_SYSTEM_ERROR, "Failed to connect socket to '/x': Connection refused"),
                                connecting=True)
     assert str(error).endswith('is the libvirt daemon (libvirtd or virtqemud) running and the URI right?')
+
+
+# ---------------------------------------------------------------- stop signals (run_module, for_each)
+
+@pytest.mark.parametrize('signame', ['SIGTERM', 'SIGHUP', 'SIGINT'])
+def test_a_stop_signal_runs_the_rollbacks_and_says_what_they_did(run_module, signame):
+    undone = []
+
+    def work():
+        try:
+            os.kill(os.getpid(), getattr(signal, signame))
+            raise AssertionError('the signal did not interrupt')
+        except BaseException as exc:
+            undone.append(type(exc))
+            _libvirt.note_undone(exc, 'the thing was put back')
+            raise
+
+    result = run_module(work)
+    assert undone and issubclass(undone[0], KeyboardInterrupt)
+    assert result['failed'] is True
+    assert result['msg'] == 'interrupted by %s: the thing was put back' % signame
+    assert result['interrupted'] == dict(signal=signame, done=['the thing was put back'])
+
+
+def test_a_second_signal_does_not_cut_the_cleanup_short(run_module):
+    cleaned = []
+
+    def work():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # systemd may send it again: ignored now
+            cleaned.append(True)
+
+    result = run_module(work)
+    assert cleaned == [True]
+    assert result['msg'] == ('interrupted by SIGTERM: the operation under way may have completed; '
+                             'nothing needed undoing')
+
+
+def test_a_normal_run_is_untouched(run_module):
+    assert run_module(lambda: dict(changed=False, x=1)) == dict(changed=False, x=1)
+
+
+def test_a_plain_keyboard_interrupt_reports_what_was_undone_too(run_module):
+    def work():
+        try:
+            raise KeyboardInterrupt()
+        except BaseException as exc:
+            _libvirt.note_undone(exc, 'the thing was put back')
+            raise
+
+    result = run_module(work)
+    assert result['msg'] == 'interrupted by SIGINT: the thing was put back'
+    assert result['interrupted'] == dict(signal='SIGINT', done=['the thing was put back'])
+
+
+def test_bulk_work_stops_at_sigterm_and_names_the_untouched_domains(run_module):
+    """A bulk vm_snapshot that gets SIGTERM touches no domain still queued, and says which."""
+    touched = []
+
+    def work(label, _item):
+        touched.append(label)
+        if label == 'web-1':
+            time.sleep(0.2)  # the main thread has queued the others and waits for results
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)  # the main thread takes the signal and cancels the queue meanwhile
+        return dict(domain=label, changed=True)
+
+    items = [('web-%d' % n, None) for n in range(1, 5)]
+    result = run_module(lambda: for_each(items, work, workers=1))
+    assert touched == ['web-1']
+    assert result['failed'] and result['interrupted']['signal'] == 'SIGTERM'
+    assert result['msg'] == ('interrupted by SIGTERM: the 3 domain(s) still queued were not touched: '
+                             'web-2, web-3, web-4')
+    assert result['results'] == [dict(domain='web-1', changed=True)]   # what was done before the signal
+    assert result['changed'] is True
