@@ -2840,11 +2840,30 @@ def restore_backup(params, check_mode=False):
             restorer.discard()
             raise
         summary = reading.summary()
+        manifest = reading.manifest
+
+        def mode_owner(spec, default_mode):
+            # the mode and owner the restore gives a file or directory (StagedFile, _make_parent_dirs)
+            owned = isinstance(spec.get('uid'), int) and isinstance(spec.get('gid'), int)
+            return dict(mode='%04o' % (int(spec.get('mode') or default_mode, 8) & 0o777),
+                        uid=spec['uid'] if owned else None, gid=spec['gid'] if owned else None)
+
         files = [dict(name=e['name'], role=e['role'], path=restorer.dest.get(e['name']), size=e['size'],
-                      sha256=summary['files'][i]['sha256'])
-                 for i, e in enumerate(reading.manifest['files']) if e['role'] in FILE_ROLES]
+                      sha256=summary['files'][i]['sha256'], **mode_owner(e, '0600'))
+                 for i, e in enumerate(manifest['files']) if e['role'] in FILE_ROLES]
+        tpm_state = os.path.join(SWTPM_DIR, manifest['domain']['uuid'])
+        directories = [dict(path=d['path'], **mode_owner(d, '0711')) for d in manifest.get('tpm_dirs') or []
+                       if isinstance(d, dict) and isinstance(d.get('path'), str)
+                       and os.path.normpath(d['path']) == d['path']
+                       and (d['path'] == tpm_state or d['path'].startswith(tpm_state + '/'))]
+        by_snapshot = {e['snapshot']: e['name'] for e in manifest['files'] if e['role'] == 'snapshot'}
+        snapshot_files = [dict(name=by_snapshot[snap], snapshot=snap, current=snap == summary['current_snapshot'])
+                          for snap in summary['snapshots']]
         restored = dict(src=params['src'], domain=summary['domain'], uuid=summary['uuid'],
-                        backup_created=summary['created'], files=files, snapshots=summary['snapshots'],
+                        backup_created=summary['created'], files=files, directories=directories,
+                        definition_file=next(e['name'] for e in manifest['files'] if e['role'] == 'domain'),
+                        snapshot_files=snapshot_files, autostart=bool(manifest['domain'].get('autostart')),
+                        snapshots=summary['snapshots'],
                         current_snapshot=summary['current_snapshot'], replaced=restorer.existing is not None,
                         disk_dir=params.get('disk_dir'), started=False, data_size=reading.data_size)
         result = dict(changed=True)
