@@ -594,6 +594,39 @@ def test_backup_round_trip_without_libvirt(tmp_path, kind):
     assert entry['map'] == [[0, 1 << 20], [5 << 20, 4096]] and entry['size'] == 8 << 20
 
 
+def test_restore_result_names_what_the_restore_writes(tmp_path, conn):
+    """state=restored (check mode) returns each file's mode and owner, the TPM directories, the backup's
+    definition and snapshot files and autostart: what the restore role's files method needs."""
+    disk = str(tmp_path / 'unit1.raw')
+    sparse_disk(disk)
+    os.chmod(disk, 0o640)
+    plan = fake_plan(disk)
+    state = os.path.join(bk.SWTPM_DIR, plan.uuid)
+    plan.autostart = True
+    plan.tpm_dirs = [dict(path=state, mode='0711', uid=0, gid=0),
+                     dict(path=state + '/tpm2', mode='0700', uid=102, gid=106),
+                     dict(path=state + '/../other', mode='0777', uid=0, gid=0),  # not the domain's: dropped
+                     dict(path='/etc/evil', mode='0777', uid=0, gid=0),
+                     dict(path=state + '/nomode')]
+    (tmp_path / 'dest').mkdir()
+    when = datetime.datetime(2026, 11, 27, 2, 3, 4, tzinfo=datetime.timezone.utc)
+    outcome = bk._write_backup(plan, str(tmp_path / 'dest'), 'unit1-20261127T020304Z', '', 'directory', 3,
+                               dict(PARAMS, format='directory'), when, 'shutoff')
+    result = bk.restore_backup(dict(uri='test:///default', state='restored', src=outcome['path'], domain=None,
+                                    dest=None, keep=None, disk_dir=None, force=True, start=False), check_mode=True)
+    restored = result['restored']
+    info = os.stat(disk)
+    assert [(f['name'], f['path'], f['mode'], f['uid'], f['gid']) for f in restored['files']] == [
+        ('disks/00-unit1.raw', disk, '0640', info.st_uid, info.st_gid)]
+    assert restored['directories'] == [dict(path=state, mode='0711', uid=0, gid=0),
+                                       dict(path=state + '/tpm2', mode='0700', uid=102, gid=106),
+                                       dict(path=state + '/nomode', mode='0711', uid=None, gid=None)]
+    assert restored['definition_file'] == 'domain.xml'
+    assert restored['snapshot_files'] == [dict(name='snapshots/0001.xml', snapshot='s1', current=True)]
+    assert restored['autostart'] is True
+    assert stat.S_IMODE(os.stat(disk).st_mode) == 0o640  # check mode: nothing written
+
+
 @pytest.mark.skipif(not (HAVE_ZSTD and HAVE_GNU_TAR), reason='needs zstd and GNU tar')
 def test_plain_tar_and_python_tarfile_read_the_archive(tmp_path):
     disk, outcome = write(tmp_path, 'zstd')
