@@ -405,9 +405,95 @@ restored:
       description: When the backup was made.
       type: str
     files:
-      description: Each restored file with its role, destination path, size and SHA-256.
+      description: Each restored file (disk image, NVRAM, TPM state file), in the order of the backup.
       type: list
       elements: dict
+      contains:
+        name:
+          description: The file in the backup (its member, a path relative to the top of the backup).
+          type: str
+          sample: disks/00-web1.qcow2
+        role:
+          description: V(disk), V(backing), V(snapshot-disk), V(memory), V(nvram) or V(tpm).
+          type: str
+        path:
+          description: Where it is restored to (with O(disk_dir), the new place of a disk).
+          type: str
+          sample: /var/lib/libvirt/images/web1.qcow2
+        size:
+          description: Its size in bytes.
+          type: int
+        sha256:
+          description: The SHA-256 of its content, as its checksum in the backup records.
+          type: str
+        mode:
+          description:
+            - The permissions the restored file gets, in octal (those it had when backed up; V(0600) when the
+              backup does not record them).
+          type: str
+          sample: '0600'
+        uid:
+          description:
+            - The owner (uid) the restored file gets when the restore runs as root (the one it had when backed
+              up), or null when the backup does not record it.
+          type: int
+          sample: 0
+        gid:
+          description:
+            - The group (gid) the restored file gets when the restore runs as root, or null when the backup does
+              not record it.
+          type: int
+          sample: 0
+    directories:
+      description:
+        - The directories of the domain's TPM state (C(/var/lib/libvirt/swtpm/<uuid>) and below), parents first, each
+          with the mode and owner it had when backed up. The restore creates a missing one that a restored file goes
+          into with that mode and owner. Empty for a domain without TPM state.
+      type: list
+      elements: dict
+      contains:
+        path:
+          description: The directory.
+          type: str
+          sample: /var/lib/libvirt/swtpm/8f4e2c1a-5b6d-4e7f-9a0b-1c2d3e4f5a6b/tpm2
+        mode:
+          description: Its permissions, in octal (V(0711) when the backup does not record them).
+          type: str
+          sample: '0711'
+        uid:
+          description: Its owner (uid) when the restore runs as root, or null when the backup does not record it.
+          type: int
+        gid:
+          description: Its group (gid) when the restore runs as root, or null when the backup does not record it.
+          type: int
+    definition_file:
+      description:
+        - The file in the backup that holds the domain definition, as backed up (a path relative to the top of the
+          backup). With O(disk_dir) the domain is defined from a copy with the disk paths rewritten.
+      type: str
+      sample: domain.xml
+    snapshot_files:
+      description:
+        - The file in the backup that holds each snapshot's definition, parents first (the order of
+          RV(restored.snapshots)). With O(disk_dir) each is redefined from a copy with the disk paths rewritten.
+      type: list
+      elements: dict
+      contains:
+        name:
+          description: The file in the backup (a path relative to its top).
+          type: str
+          sample: snapshots/0001.xml
+        snapshot:
+          description: The snapshot's name.
+          type: str
+        current:
+          description: Whether this is the snapshot set current (RV(restored.current_snapshot)).
+          type: bool
+    autostart:
+      description:
+        - Whether the domain was marked to start with the host (C(virsh autostart)) when backed up; the restored
+          domain is marked the same way.
+      type: bool
     snapshots:
       description: Snapshots redefined, parents first.
       type: list

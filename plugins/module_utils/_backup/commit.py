@@ -99,10 +99,10 @@ class StagedFile:
 
     def finish(self):
         os.ftruncate(self.fd, self.entry.size)
-        mode = int(self.entry.mode or '0600', 8) & 0o777
-        if os.geteuid() == 0 and isinstance(self.entry.uid, int) and isinstance(self.entry.gid, int):
-            os.fchown(self.fd, self.entry.uid, self.entry.gid)
-        os.fchmod(self.fd, mode)
+        owner = self.entry.owner()
+        if os.geteuid() == 0 and owner:
+            os.fchown(self.fd, *owner)
+        os.fchmod(self.fd, self.entry.applied_mode())
         os.fsync(self.fd)
 
     def close(self):

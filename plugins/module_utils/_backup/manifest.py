@@ -42,10 +42,29 @@ NAME_RULES = {
 }
 DISK_NAME = re.compile(r'^disks/[^/]+$')
 SHA256 = re.compile(r'^[0-9a-f]{64}$')
+MODE = re.compile(r'^[0-7]{3,4}$')
+
+
+class ModeOwner:
+    """The mode and owner a restore gives what it writes: the recorded ones, else a default mode and root's."""
+
+    DEFAULT_MODE = '0600'
+
+    def applied_mode(self):
+        return int(self.mode or self.DEFAULT_MODE, 8) & 0o777
+
+    def owner(self):
+        """``(uid, gid)`` when both were recorded, else None."""
+        return (self.uid, self.gid) if isinstance(self.uid, int) and isinstance(self.gid, int) else None
+
+    def mode_owner(self):
+        """The mode (octal text) and owner, as vm_backup reports them."""
+        owner = self.owner() or (None, None)
+        return dict(mode='%04o' % self.applied_mode(), uid=owner[0], gid=owner[1])
 
 
 @dataclasses.dataclass
-class FileEntry:
+class FileEntry(ModeOwner):
     """One file of a backup: its member name, its role, and for a copied file where it came from."""
 
     name: str
@@ -76,8 +95,10 @@ class FileEntry:
 
 
 @dataclasses.dataclass
-class DirectoryEntry:
+class DirectoryEntry(ModeOwner):
     """A directory the restore creates as it was (the TPM state's)."""
+
+    DEFAULT_MODE = '0711'
 
     path: str
     mode: Optional[str] = None
@@ -133,7 +154,7 @@ class Manifest:
         dirs = raw.get('tpm_dirs')   # check_manifest does not look at it: anything but a list counts as none
         tpm_dirs = [DirectoryEntry(path=d['path'], mode=d.get('mode'), uid=d.get('uid'), gid=d.get('gid'))
                     for d in (dirs if isinstance(dirs, list) else []) if isinstance(d, dict)
-                    and isinstance(d.get('path'), str)]
+                    and isinstance(d.get('path'), str) and check_mode_owner(d, 'manifest directory %r' % d['path'])]
         return cls(name=raw['name'], created=raw['created'], domain=raw['domain'], files=files,
                    order=list(raw['snapshots']['order']), current=raw['snapshots'].get('current'),
                    created_epoch=raw.get('created_epoch'), host=raw.get('host') or {},
@@ -156,6 +177,18 @@ def normalise_regions(regions, size):
             out.append((offset, length))
             end = offset + length
     return out
+
+
+def check_mode_owner(spec, what):
+    """A recorded mode (octal text) and owner (uid, gid), each optional; True, or ``BackupDamaged``."""
+    mode = spec.get('mode')
+    if mode is not None and not (isinstance(mode, str) and MODE.match(mode)):
+        raise BackupDamaged('%s has a malformed mode %r' % (what, mode))
+    for key in ('uid', 'gid'):
+        value = spec.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise BackupDamaged('%s has a malformed %s %r' % (what, key, value))
+    return True
 
 
 def _check_entry(entry, seen):
@@ -190,6 +223,7 @@ def _check_entry(entry, seen):
         raise BackupDamaged('manifest file %r has a malformed sha256' % name)
     if role == 'snapshot' and not isinstance(entry.get('snapshot'), str):
         raise BackupDamaged('manifest file %r names no snapshot' % name)
+    check_mode_owner(entry, 'manifest file %r' % name)
 
 
 def check_manifest(manifest):

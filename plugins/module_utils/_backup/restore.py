@@ -35,7 +35,7 @@ from .commit import RESTORING, StagedFile, Swap, set_aside_leftovers
 from .contents import SWTPM_DIR
 from .errors import BackupDamaged, human_size
 from .files import existing_parent, free_bytes, missing_dirs, remove_stale
-from .manifest import DISK_ROLES, FILE_ROLES, XML_ROLES
+from .manifest import DISK_ROLES, FILE_ROLES, XML_ROLES, DirectoryEntry
 from .reading import Reading
 from .verify import check_domain, rate
 
@@ -211,12 +211,11 @@ class Restorer:
             for directory in missing_dirs(os.path.dirname(self.dest[entry.name])):
                 if entry.role == 'tpm' and not directory.startswith(SWTPM_DIR):
                     raise BackupDamaged('its TPM state would create %s' % directory)
-                spec = specs.get(directory)
-                mode = int((spec and spec.mode) or '0711', 8) & 0o777
-                os.mkdir(directory, mode)
-                os.chmod(directory, mode)
-                if os.geteuid() == 0 and spec and isinstance(spec.uid, int) and isinstance(spec.gid, int):
-                    os.chown(directory, spec.uid, spec.gid)
+                spec = specs.get(directory) or DirectoryEntry(path=directory)
+                os.mkdir(directory, spec.applied_mode())
+                os.chmod(directory, spec.applied_mode())
+                if os.geteuid() == 0 and spec.owner():
+                    os.chown(directory, *spec.owner())
                 self.created_dirs.append(directory)
 
     def discard(self):
@@ -239,6 +238,27 @@ def free_path(directory, base, used):
     return target
 
 
+def what_is_written(manifest, dest, digests):
+    """What a restore writes, as the backup holds it: enough for the restore role to place the files itself.
+
+    Each file with its destination, mode and owner; the TPM state directories (only the
+    domain's own, normalised); the members holding the definition and each snapshot.
+    """
+    tpm_state = os.path.join(SWTPM_DIR, manifest.uuid)
+    by_snapshot = {e.snapshot: e.name for e in manifest.files if e.role == 'snapshot'}
+    return dict(
+        files=[dict(name=e.name, role=e.role, path=dest.get(e.name), size=e.size, sha256=digests[e.name],
+                    **e.mode_owner())
+               for e in manifest.files if e.role in FILE_ROLES],
+        directories=[dict(path=d.path, **d.mode_owner()) for d in manifest.tpm_dirs
+                     if os.path.normpath(d.path) == d.path and (d.path + '/').startswith(tpm_state + '/')],
+        definition_file=next(e.name for e in manifest.files if e.role == 'domain'),
+        snapshot_files=[dict(name=by_snapshot[snap], snapshot=snap, current=snap == manifest.current)
+                        for snap in manifest.order],
+        autostart=bool(manifest.domain.get('autostart')),
+    )
+
+
 LEFTOVER_WARNING = ("found %d file(s) that an interrupted restore set aside and never put back: %s: they hold what "
                     "it replaced (disk images; the .xml is the domain definition it undefined, 'virsh define' takes "
                     "it; the .snapshot-NNN-*.xml are its snapshots, parents first, for 'virsh snapshot-create "
@@ -257,13 +277,11 @@ def restore_backup(request, check_mode=False):
             restorer.discard()
             raise
         summary = reading.summary()
-        files = [dict(name=e.name, role=e.role, path=restorer.dest.get(e.name), size=e.size,
-                      sha256=summary['files'][i]['sha256'])
-                 for i, e in enumerate(reading.manifest.files) if e.role in FILE_ROLES]
         restored = dict(src=request.src, domain=summary['domain'], uuid=summary['uuid'],
-                        backup_created=summary['created'], files=files, snapshots=summary['snapshots'],
-                        current_snapshot=summary['current_snapshot'], replaced=restorer.existing is not None,
-                        disk_dir=request.disk_dir, started=False, data_size=reading.data_size)
+                        backup_created=summary['created'], **what_is_written(reading.manifest, restorer.dest, reading.checksums),
+                        snapshots=summary['snapshots'], current_snapshot=summary['current_snapshot'],
+                        replaced=restorer.existing is not None, disk_dir=request.disk_dir, started=False,
+                        data_size=reading.data_size)
         result = dict(changed=True)
         names = {restorer.manifest.domain_name} | ({restorer.existing.name()} if restorer.existing else set())
         leftovers = set_aside_leftovers(restorer.dest.values(), names)

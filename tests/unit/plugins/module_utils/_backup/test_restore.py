@@ -6,20 +6,31 @@
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 
 import pytest
 
 pytest.importorskip('lxml')
 
 from ansible_collections.kvm.snapshots.plugins.module_utils._backup.errors import BackupDamaged  # noqa: E402
-from ansible_collections.kvm.snapshots.plugins.module_utils._backup.manifest import FileEntry, Manifest  # noqa: E402
-from ansible_collections.kvm.snapshots.plugins.module_utils._backup.request import ReadRequest  # noqa: E402
-from ansible_collections.kvm.snapshots.plugins.module_utils._backup.restore import Restorer  # noqa: E402
+from ansible_collections.kvm.snapshots.plugins.module_utils._backup.contents import SWTPM_DIR  # noqa: E402
+from ansible_collections.kvm.snapshots.plugins.module_utils._backup.manifest import DirectoryEntry, FileEntry, Manifest  # noqa: E402
+from ansible_collections.kvm.snapshots.plugins.module_utils._backup.request import ReadRequest, read_request  # noqa: E402
+from ansible_collections.kvm.snapshots.plugins.module_utils._backup.restore import Restorer, restore_backup  # noqa: E402
+from ansible_collections.kvm.snapshots.plugins.module_utils._backup.write import write_backup  # noqa: E402
 from ansible_collections.kvm.snapshots.plugins.module_utils._domain_xml import rewrite_paths  # noqa: E402
 from ansible_collections.kvm.snapshots.tests.unit.plugins.module_utils._backup.helpers import (  # noqa: E402
     DOMAIN_XML,
+    NAME,
+    SNAPSHOT_XML,
     UUID,
+    WHEN,
+    manifest_data,
+    one_disk_contents,
+    request_for,
+    sparse_disk,
 )
 
 
@@ -84,3 +95,45 @@ def test_restore_refuses_destinations_the_domain_does_not_use(entry, why):
     man = plan_manifest(entry)
     with pytest.raises(BackupDamaged, match=why):
         restorer().plan_destinations(man, xml, {})
+
+
+def test_restore_result_names_what_the_restore_writes(tmp_path, conn):
+    """state=restored (check mode) returns each file's mode and owner, the TPM directories, the backup's
+    definition and snapshot files and autostart: what the restore role's files method needs."""
+    disk = str(tmp_path / 'unit1.raw')
+    sparse_disk(disk)
+    os.chmod(disk, 0o640)
+    contents = one_disk_contents(disk, snapshots=[('s1', SNAPSHOT_XML.format(name='s1', disk=disk))], current='s1')
+    state = os.path.join(SWTPM_DIR, contents.uuid)
+    contents.autostart = True
+    contents.tpm_dirs = [DirectoryEntry(path=state, mode='0711', uid=0, gid=0),
+                         DirectoryEntry(path=state + '/tpm2', mode='0700', uid=102, gid=106),
+                         DirectoryEntry(path=state + '/../other', mode='0777', uid=0, gid=0),  # not the domain's
+                         DirectoryEntry(path='/etc/evil', mode='0777', uid=0, gid=0),
+                         DirectoryEntry(path=state + '/nomode')]
+    dest = tmp_path / 'dest'
+    dest.mkdir()
+    outcome = write_backup(contents, str(dest), NAME, WHEN, 'shutoff', request_for(dest, 'directory'))
+    result = restore_backup(read_request(dict(uri='test:///default', state='restored', src=outcome['path'],
+                                              domain=None, dest=None, keep=None, disk_dir=None, force=True,
+                                              start=False)), check_mode=True)
+    restored = result['restored']
+    info = os.stat(disk)
+    assert [(f['name'], f['path'], f['mode'], f['uid'], f['gid']) for f in restored['files']] == [
+        ('disks/00-unit1.raw', disk, '0640', info.st_uid, info.st_gid)]
+    assert restored['directories'] == [dict(path=state, mode='0711', uid=0, gid=0),
+                                       dict(path=state + '/tpm2', mode='0700', uid=102, gid=106),
+                                       dict(path=state + '/nomode', mode='0711', uid=None, gid=None)]
+    assert restored['definition_file'] == 'domain.xml'
+    assert restored['snapshot_files'] == [dict(name='snapshots/0001.xml', snapshot='s1', current=True)]
+    assert restored['autostart'] is True
+    assert restored['files'][0]['sha256'] == outcome['files'][-1]['sha256']
+    assert stat.S_IMODE(os.stat(disk).st_mode) == 0o640  # check mode: nothing written
+
+
+@pytest.mark.parametrize('field, value', [('mode', 'rw-r--r--'), ('mode', '99'), ('uid', -1), ('gid', True)])
+def test_a_malformed_mode_or_owner_is_refused_as_damage(field, value):
+    data = manifest_data()
+    data['files'][2][field] = value
+    with pytest.raises(BackupDamaged, match='malformed %s' % field):
+        Manifest.from_bytes(json.dumps(data).encode())
