@@ -231,17 +231,20 @@ def make_good(ctx, path):
 
 
 def make_flipped_zstd(ctx, path):
-    # zstd's framing has a little redundancy: move on until the flip really changes what comes out.
+    # The first byte from the middle on whose flip zstd's own decoding stops at: what it
+    # put out before is the true stream cut short, never a wrong byte. (A flip that zstd
+    # decodes into wrong bytes, caught only by the frame's checksum at the end, reaches
+    # the tar reader first, which then names whatever it trips on.)
     raw = ctx.archive
     plain = zstd(raw, '-d')
     for offset in range(len(raw) // 2, len(raw)):
         flipped = bytearray(raw)
         flipped[offset] ^= 0x01
         check = subprocess.run(['zstd', '-q', '-d', '-c'], input=bytes(flipped), capture_output=True, check=False)
-        if check.returncode != 0 or check.stdout != plain:
+        if check.returncode != 0 and check.stdout != plain and plain.startswith(check.stdout):
             save(path, bytes(flipped))
             return
-    raise RuntimeError('no flipped byte changes what zstd decompresses')
+    raise RuntimeError('no flipped byte past the middle that zstd itself detects')
 
 
 def make_truncated(ctx, path):
@@ -378,7 +381,7 @@ CASES = [
     case('good.tar.zst', 'the source rebuilt with no flaw (the control: the rebuild alone is no flaw)',
          make_good, states=['verified'], expect='ok'),
     # -- damaged
-    case('flipped-zstd.tar.zst', 'one byte flipped in the compressed stream of the source archive',
+    case('flipped-zstd.tar.zst', 'one byte flipped in the compressed stream of the source archive, where zstd detects it',
          make_flipped_zstd, says=['damaged']),
     case('truncated.tar.zst', 'the first half of the source archive',
          make_truncated, says=['truncated']),
