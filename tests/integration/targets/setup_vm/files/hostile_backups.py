@@ -382,7 +382,7 @@ CASES = [
          make_good, states=['verified'], expect='ok'),
     # -- damaged
     case('flipped-zstd.tar.zst', 'one byte flipped in the compressed stream of the source archive, where zstd detects it',
-         make_flipped_zstd, says=['damaged']),
+         make_flipped_zstd, says=['zstd cannot decompress it', 'the archive is damaged']),
     case('truncated.tar.zst', 'the first half of the source archive',
          make_truncated, says=['truncated']),
     case('flipped-data.tar.zst', 'one byte flipped in the disk image, the digests sealed before',
@@ -419,10 +419,10 @@ CASES = [
     # -- consistent backups that only a restore can refuse
     case('otherdisk.tar.zst', "the disk path rewritten to another domain's disk",
          make_otherdisk, states=['restored'], unusable=False, needs=['other_disk', 'other_domain'],
-         says=["{other_disk} belongs to domain '{other_domain}'"], way=['restore with disk_dir']),
+         says=["{other_disk} belongs to domain '{other_domain}'"], way=['restore with disk_dir to put the disks elsewhere']),
     case('nvram-escape.tar.zst', 'a UEFI backup whose NVRAM path points into ESCAPE, restored into disk_dir',
-         make_nvram_escape, states=['restored'], unusable=False, needs=['efi_source'], disk_dir=True,
-         says=['NVRAM']),
+         make_nvram_escape, states=['restored'], needs=['efi_source'], disk_dir=True,
+         says=["its NVRAM would go to {escape}/nvram/", "outside libvirt's NVRAM directory"]),
 ]
 
 
