@@ -350,6 +350,7 @@ def cmd_sanity(junit_dir, required):
 
 def cmd_counts(root):
     """What the integration case tables hold, counted the way the docs state it."""
+    import runpy
     import yaml
 
     def tables(node):
@@ -364,10 +365,22 @@ def cmd_counts(root):
                 yield from tables(item)
 
     targets = os.path.join(root, 'tests', 'integration', 'targets')
+    # The damaged and hostile backups: one table in the shared crafter, one case per run.
+    crafter = os.path.join(targets, 'setup_vm', 'files', 'hostile_backups.py')
+    crafted = runpy.run_path(crafter, run_name='counts')
+    every_run = crafted['table']()[0]
+    plain_runs = [r for r in every_run if not next(c for c in crafted['CASES'] if c['name'] == r['case'])['needs']]
+    print('setup_vm/files/hostile_backups.py: %d damaged or hostile backups, %d runs (%d refused, %d accepted); '
+          'reliability/backup_inputs.yml tries every run, vm_backup/damaged.yml the %d that need only a backup'
+          % (len(crafted['CASES']), len(every_run), sum(1 for r in every_run if r['expect'] == 'failed'),
+             sum(1 for r in every_run if r['expect'] != 'failed'), len(plain_runs)))
     total = {'refused': 0, 'refused_check': 0, 'accepted': 0}
     for path in sorted(glob.glob(os.path.join(targets, 'reliability', 'tasks', '*.yml'))):
         with open(path) as f:
-            cases = [c for table in tables(yaml.safe_load(f)) for c in table]
+            text = f.read()
+        cases = [c for table in tables(yaml.safe_load(text)) for c in table]
+        if os.path.basename(crafter) in text:
+            cases += every_run
         if not cases:
             continue
         refused = [c for c in cases if c.get('expect', 'failed') == 'failed']
