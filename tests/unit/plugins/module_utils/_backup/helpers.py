@@ -30,8 +30,10 @@ HAVE_GNU_TAR = shutil.which('tar') is not None and b'GNU tar' in subprocess.run(
 KINDS = ['none', 'directory'] + (['zstd'] if HAVE_ZSTD else [])
 
 UUID = '6f1c5c33-8d3e-4a53-b0a4-63e3c4c0e0a1'
+OTHER_UUID = '0d9e2a71-1b2c-4d5e-8f90-a1b2c3d4e5f6'   # another domain's
 HOST = dict(libvirt='9.0.0', qemu='7.2.0', hostname='unit')
 WHEN = datetime.datetime(2026, 11, 27, 2, 3, 4, tzinfo=datetime.timezone.utc)
+WHEN_MS = WHEN.replace(microsecond=517000)   # a backup name carries the milliseconds
 NAME = 'unit1-20261127T020304Z'
 
 DOMAIN_XML = """<domain type='kvm'>
@@ -71,6 +73,16 @@ SNAPSHOT_XML = """<domainsnapshot>
   </domain>
 </domainsnapshot>
 """
+
+
+def domain_xml(disk, name='unit1', uuid=UUID):
+    """DOMAIN_XML for the domain ``name`` with ``uuid`` and the one disk ``disk``."""
+    return DOMAIN_XML.format(disk=disk).replace('<name>unit1</name>', '<name>%s</name>' % name).replace(UUID, uuid)
+
+
+def old_name(domain_name, when):
+    """A name as backups were named before issue 16: ``<label>-<UTC stamp>``, built literally."""
+    return '%s-%s' % (domain_name.replace(' ', '_'), when.strftime('%Y%m%dT%H%M%SZ'))
 
 
 # ---------------------------------------------------------------- manifests as data

@@ -40,37 +40,21 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import Inte
 from ansible_collections.kvm.snapshots.tests.unit.plugins.module_utils._backup.helpers import (  # noqa: E402
     HAVE_ZSTD,
     KINDS,
+    OTHER_UUID,
+    UUID,
+    WHEN_MS,
+    domain_xml,
+    old_name,
     one_disk_contents,
     request_for,
 )
 
-UUID_A = '6f1c5c33-8d3e-4a53-b0a4-63e3c4c0e0a1'
-UUID_B = '0d9e2a71-1b2c-4d5e-8f90-a1b2c3d4e5f6'
-WHEN = datetime.datetime(2026, 11, 27, 2, 3, 4, 517000, tzinfo=datetime.timezone.utc)
-
-DOMAIN_XML = """<domain type='kvm'>
-  <name>{name}</name>
-  <uuid>{uuid}</uuid>
-  <memory unit='MiB'>64</memory>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw'/>
-      <source file='{disk}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-  </devices>
-</domain>
-"""
-
-
-def old_name(domain_name, when):
-    """A name as backups were named before issue 16: ``<label>-<UTC stamp>``, built literally."""
-    return '%s-%s' % (domain_name.replace(' ', '_'), when.strftime('%Y%m%dT%H%M%SZ'))
+UUID_A, UUID_B, WHEN = UUID, OTHER_UUID, WHEN_MS
 
 
 def contents_of(name, uuid, disk):
     """The Contents of a domain with one raw disk and no snapshot, as discovery would find it."""
-    return one_disk_contents(disk, name=name, uuid=uuid, xml=DOMAIN_XML.format(name=name, uuid=uuid, disk=disk))
+    return one_disk_contents(disk, name=name, uuid=uuid, xml=domain_xml(disk, name, uuid))
 
 
 def write_named(tmp_path, dest, name, uuid, when=WHEN, kind='none', name_of_backup=None):

@@ -21,14 +21,14 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._backup.names import
     partial_pattern,
 )
 
-UUID_A = '6f1c5c33-8d3e-4a53-b0a4-63e3c4c0e0a1'
-UUID_B = '0d9e2a71-1b2c-4d5e-8f90-a1b2c3d4e5f6'
-WHEN = datetime.datetime(2026, 11, 27, 2, 3, 4, 517000, tzinfo=datetime.timezone.utc)
+from ansible_collections.kvm.snapshots.tests.unit.plugins.module_utils._backup.helpers import (  # noqa: E402
+    OTHER_UUID,
+    UUID,
+    WHEN_MS,
+    old_name,
+)
 
-
-def old_name(domain_name, when):
-    """A name as backups were named before issue 16: ``<label>-<UTC stamp>``, built literally."""
-    return '%s-%s' % (domain_name.replace(' ', '_'), when.strftime('%Y%m%dT%H%M%SZ'))
+UUID_A, UUID_B, WHEN = UUID, OTHER_UUID, WHEN_MS
 
 
 def test_old_style_names_and_their_partials():
