@@ -194,6 +194,11 @@ class SnapshotTree:
                 stack.extend((child, children[-1], False, indent + '  ') for child in reversed(children))
         return '\n'.join(lines) + '\n' if lines else ''
 
+    def rendered(self):
+        """The text tree as returned to the user: ``tree`` (one string) and ``tree_lines`` (its lines, like
+        ``stdout_lines``), so ``debug: var=`` shows it as virsh draws it."""
+        return tree_text(self.render())
+
     def descendants_count(self, name):
         if self._counts is None:
             self._counts = {}
@@ -219,6 +224,11 @@ class SnapshotTree:
             has_metadata=snap.has_metadata,
             disks=[dict(disk) for disk in snap.disks],
         )
+
+
+def tree_text(text):
+    """``tree`` and ``tree_lines`` for one rendered tree text."""
+    return dict(tree=text, tree_lines=text.splitlines())
 
 
 def select(tree, name=None, roots=False, leaves=False, descendants_of=None, location=None,
@@ -290,9 +300,9 @@ def domain_facts(dom, filters, sizes=False, xml=False, strict=True):
         state=domain_state(dom),
         current_snapshot=tree.current,
         snapshot_count=len(tree),
-        tree=tree.render(),
         snapshots=snapshots,
         checkpoints=checkpoint_names(dom),
+        **tree.rendered()
     )
     if disks is not None:
         facts['disks'] = [{k: v for k, v in d.items() if k != 'snapshots'} for d in disks]
@@ -325,8 +335,8 @@ def gather_info(params):
             raise error
         domains[label] = facts
     for label in missing:
-        domains[label] = dict(exists=False, state=None, current_snapshot=None, snapshot_count=0, tree='', snapshots=[],
-                              checkpoints=[])
+        domains[label] = dict(exists=False, state=None, current_snapshot=None, snapshot_count=0, snapshots=[],
+                              checkpoints=[], **tree_text(''))
     return dict(
         changed=False,
         domains=domains,
@@ -1108,7 +1118,7 @@ def manage_domain(dom, params, check_mode, diff_mode=False):
         result['snapshot'] = after.facts(params['name']) if params['name'] in after else None
     if deleted is not None:
         result['deleted'] = deleted
-    result['tree'] = after.render()
+    result.update(after.rendered())
     if state == 'reverted' and params['reset_nvram'] and params['after_revert'] == 'snapshot' \
             and before.by_name[params['name']].state not in ('running', 'paused'):
         result.setdefault('warnings', []).append(NVRAM_NOT_RESET % (label, params['name']))

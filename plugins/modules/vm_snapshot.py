@@ -251,7 +251,7 @@ EXAMPLES = r"""
 - name: Before patching, snapshot every web server and keep the 3 newest pre-patch snapshots
   kvm.snapshots.vm_snapshot:
     domains: ['web-*']
-    name: "pre-patch-{{ ansible_date_time.date }}"
+    name: "pre-patch-{{ now(utc=true).strftime('%Y-%m-%d') }}"
     keep: 3
     pattern: 'pre-patch-*'
   register: snap
@@ -314,16 +314,25 @@ tree:
   returned: with O(domain)
   type: str
   sample: "pkg-updated\n  |\n  +- desktop-live\n    \n"
+tree_lines:
+  description:
+    - RV(tree) as a list of lines, like C(stdout_lines), so C(ansible.builtin.debug) with C(var) shows the tree as
+      virsh draws it. Empty when the domain has no snapshot left.
+  returned: with O(domain)
+  type: list
+  elements: str
+  sample: ["pkg-updated", "  |", "  +- desktop-live", "    "]
 results:
   description:
     - One entry per domain, in the order O(domains) names them. Returned when some domains fail, too.
-    - Each holds C(domain), C(changed), C(snapshot), C(deleted) and C(tree) as above for one domain,
+    - Each holds C(domain), C(changed), C(snapshot), C(deleted), C(tree) and C(tree_lines) as above for one domain,
       or C(domain), C(changed) and C(msg) (the error) for a domain that failed.
   returned: with O(domains)
   type: list
   elements: dict
   sample:
-    - {domain: web-1, changed: true, snapshot: {name: pre-patch, is_current: true}, tree: "pre-patch\n    \n"}
+    - {domain: web-1, changed: true, snapshot: {name: pre-patch, is_current: true}, tree: "pre-patch\n    \n",
+       tree_lines: ["pre-patch", "    "]}
     - {domain: web-2, changed: false, msg: "cannot create snapshot 'pre-patch' of domain 'web-2': disk vda (/srv/web-2.img) is a raw image, ..."}
 interrupted:
   description:

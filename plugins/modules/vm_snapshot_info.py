@@ -97,7 +97,7 @@ EXAMPLES = r"""
 
 - name: Print it the way virsh snapshot-list --tree does
   ansible.builtin.debug:
-    msg: "{{ snaps.domains.web1.tree }}"
+    var: snaps.domains.web1.tree_lines
 
 - name: Which domains have snapshots at all (virsh list --with-snapshot)
   kvm.snapshots.vm_snapshot_info:
@@ -142,6 +142,13 @@ domains:
       description: The whole snapshot tree as text, as C(virsh snapshot-list --tree) draws it.
       type: str
       sample: "pkg-updated\n  |\n  +- desktop-live\n  |\n  +- wordpress\n    \n"
+    tree_lines:
+      description:
+        - RV(domains.tree) as a list of lines, like C(stdout_lines), so C(ansible.builtin.debug) with C(var) shows the
+          tree as virsh draws it. Empty when the domain has no snapshot.
+      type: list
+      elements: str
+      sample: ["pkg-updated", "  |", "  +- desktop-live", "  |", "  +- wordpress", "    "]
     disks:
       description: With O(sizes), each disk's size; the image is read with C(qemu-img info -U).
       type: list

@@ -15,8 +15,11 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._snapshot import (  
     Snapshot,
     SnapshotTree,
     domain_facts,
+    gather_info,
+    manage_snapshots,
     select,
 )
+from ansible_collections.kvm.snapshots.tests.unit.plugins.module_utils.test_snapshot_ops import DEFAULTS  # noqa: E402
 
 # What `virsh snapshot-list --tree` printed for the seed's tree on libvirt 9.0 (its final blank line dropped).
 SEED_TREE = (
@@ -115,3 +118,50 @@ def test_external_location():
     snap = Snapshot('<domainsnapshot><name>ext</name><state>disk-snapshot</state>'
                     '<disks><disk name="vda" snapshot="external"/></disks></domainsnapshot>')
     assert snap.location == 'external'
+
+
+# ---- tree_lines: the text tree as a list of lines, like stdout_lines
+
+def assert_tree_lines(entry):
+    assert isinstance(entry['tree_lines'], list)
+    assert entry['tree_lines'] == entry['tree'].splitlines()
+
+
+def test_info_returns_tree_lines(seed_domain):
+    facts = domain_facts(seed_domain, {})
+    assert_tree_lines(facts)
+    assert facts['tree_lines'] == [
+        'pkg-updated',
+        '  |',
+        '  +- desktop-live',
+        '  |   |',
+        '  |   +- apache',
+        '  |   +- nginx',
+        '  |     ',
+        '  +- wordpress',
+        '    ',
+    ]
+
+
+def test_info_tree_lines_for_every_domain_missing_ones_too(seed_domain):
+    info = gather_info(dict(uri='test:///default', domain=None, domains=['test', 'ghost'], name=None, roots=False,
+                            leaves=False, descendants_of=None, location=None, snapshot_state=None, sizes=False,
+                            xml=False))
+    assert_tree_lines(info['domains']['test'])
+    assert info['domains']['test']['tree_lines'][0] == 'pkg-updated'
+    assert info['domains']['ghost']['tree_lines'] == []
+
+
+@pytest.mark.parametrize('check_mode', [True, False])
+def test_vm_snapshot_returns_tree_lines(seed_domain, check_mode):
+    one = manage_snapshots(dict(DEFAULTS, uri='test:///default', domain='test', name='after-wordpress'), DEFAULTS,
+                           check_mode=check_mode)
+    assert_tree_lines(one)
+    assert one['tree_lines'][-4:] == ['  +- wordpress', '      |', '      +- after-wordpress', '        ']
+    many = manage_snapshots(dict(DEFAULTS, uri='test:///default', domains=['test'], name='after-wordpress'),
+                            DEFAULTS, check_mode=check_mode)
+    assert_tree_lines(many['results'][0])
+    gone = manage_snapshots(dict(DEFAULTS, uri='test:///default', domain='test', name='pkg-updated', state='absent',
+                                 children=True), DEFAULTS, check_mode=check_mode)
+    assert gone['tree'] == ''
+    assert gone['tree_lines'] == []
