@@ -312,37 +312,70 @@ def domain_facts(dom, filters, sizes=False, xml=False, strict=True):
 INFO_FILTERS = ('name', 'roots', 'leaves', 'descendants_of', 'location', 'snapshot_state')
 
 
+MISSING_DOMAIN = ("domain '%s' not found on %s: it is reported with exists=false; check the name with "
+                  "'virsh list --all', or drop it from the task")
+
+
+def _given_domains(conn, params):
+    """``[(key, domain or None)]`` in the order ``domain``/``domains`` name them, missing ones in place.
+
+    The key is the domain's name (a UUID given is looked up), or what was typed for a domain that
+    does not exist. A glob stands for the domains it matches, by name; a domain named twice comes once.
+    """
+    if params['domain'] is not None:
+        try:
+            dom = lookup_domain(conn, params['domain'])
+        except DomainNotFound:
+            return [(params['domain'], None)]
+        return [(dom.name(), dom)]
+    if params['domains'] is None:
+        return all_domains(conn)
+    given, seen = [], set()
+    for pattern in params['domains']:
+        found, missing = resolve_domains(conn, [pattern])
+        for key, dom in found + [(typed, None) for typed in missing]:
+            ident = key if dom is None else dom.UUIDString()
+            if ident not in seen:
+                seen.add(ident)
+                given.append((key, dom))
+    return given
+
+
 def gather_info(params):
-    """vm_snapshot_info's whole result for its module parameters."""
+    """vm_snapshot_info's whole result for its module parameters.
+
+    ``domains`` is keyed by each domain's name (a UUID given is looked up), in the order
+    ``domain``/``domains`` name them (a glob's matches by name; every domain by name when
+    neither is given); a missing domain is keyed as typed, with ``exists: false``, and warned about.
+    """
     filters = {key: params[key] for key in INFO_FILTERS}
     with Connection(params['uri']) as conn:
-        missing = []
-        if params['domain'] is not None:
-            try:
-                targets = [(params['domain'], lookup_domain(conn, params['domain']))]
-            except DomainNotFound:
-                targets, missing = [], [params['domain']]
-        elif params['domains'] is not None:
-            targets, missing = resolve_domains(conn, params['domains'])
-        else:
-            targets = all_domains(conn)
+        given = _given_domains(conn, params)
         strict = params['domain'] is not None
-        outcomes = for_each(targets, lambda label, dom: domain_facts(
+        outcomes = for_each([(key, dom) for key, dom in given if dom is not None], lambda _key, dom: domain_facts(
             dom, filters, sizes=params['sizes'], xml=params['xml'], strict=strict))
-    domains = {}
+    facts_of = {}
     for label, facts, error in outcomes:
         if error is not None:
             raise error
-        domains[label] = facts
-    for label in missing:
-        domains[label] = dict(exists=False, state=None, current_snapshot=None, snapshot_count=0, snapshots=[],
-                              checkpoints=[], **tree_text(''))
-    return dict(
+        facts_of[label] = facts
+    domains, warnings = {}, []
+    for key, dom in given:
+        if dom is not None:
+            domains[key] = facts_of[key]
+        else:
+            warnings.append(MISSING_DOMAIN % (shown(key), params['uri']))
+            domains[key] = dict(exists=False, state=None, current_snapshot=None, snapshot_count=0, snapshots=[],
+                                checkpoints=[], **tree_text(''))
+    result = dict(
         changed=False,
         domains=domains,
         with_snapshots=sorted(n for n, f in domains.items() if f['snapshot_count']),
         without_snapshots=sorted(n for n, f in domains.items() if f['exists'] and not f['snapshot_count']),
     )
+    if warnings:
+        result['warnings'] = warnings
+    return result
 
 
 # ---------------------------------------------------------------------------
@@ -400,12 +433,29 @@ def shown(text, limit=60):
     return text if len(text) <= limit else text[:limit] + '...'
 
 
-def check_name(name, option='name'):
-    """Refuse a snapshot name that libvirt, virsh or qemu-img would choke on, or mangle."""
+def _check_length(name, option):
     if name is None or name == '':
         raise InvalidInput('%s is empty: give the snapshot a name' % option)
     if len(name) > NAME_MAX:
         raise InvalidInput('%s is %d characters long: a snapshot name has at most %d' % (option, len(name), NAME_MAX))
+
+
+def check_existing_name(name, option='name'):
+    """Refuse only a name no snapshot can have: empty, too long, or with a character XML cannot carry.
+
+    For the states that work on an existing snapshot, which may have any name libvirt accepts
+    (one made with virsh can hold white space, for example); ``check_name`` is for new ones.
+    """
+    _check_length(name, option)
+    if any((ch < ' ' and ch not in '\t\n\r') or unicodedata.category(ch) == 'Cs' for ch in name):
+        raise InvalidInput("%s '%s' holds a control character that snapshot XML cannot carry, so no snapshot has "
+                           "that name: check it with 'virsh snapshot-list --name'" % (option, shown(name)))
+    return name
+
+
+def check_name(name, option='name'):
+    """Refuse a new snapshot name that libvirt, virsh or qemu-img would choke on, or mangle."""
+    _check_length(name, option)
     if any(ch.isspace() for ch in name):
         raise InvalidInput("%s '%s' holds white space: use '-' or '_' instead (virsh and qemu-img take a snapshot "
                            "name as one word)" % (option, shown(name)))
@@ -464,7 +514,8 @@ def validate(params, defaults):
     else:
         if params['name'] is None:
             raise InvalidInput('name is required with state=%s' % state)
-        check_name(params['name'])
+        # strict for a new snapshot only: the other states must reach any snapshot libvirt holds
+        (check_name if state == 'present' else check_existing_name)(params['name'])
     if params.get('parent') is not None:
         check_name(params['parent'], 'parent')
         if params['parent'] == params['name']:

@@ -57,8 +57,11 @@ options:
   name:
     description:
       - The snapshot's name. Required for every O(state) except V(pruned), where it is refused.
-      - Refused when empty, longer than 255 characters, when it holds white space, control characters or V(/),
-        or starts with V(.) or V(-).
+      - Refused when empty or longer than 255 characters.
+      - With O(state=present), where it names a new snapshot, also refused when it holds white space, control
+        characters or V(/), or starts with V(.) or V(-).
+      - The other states take any name an existing snapshot can have, so a snapshot named otherwise (with
+        C(virsh snapshot-create-as), for example with a space) can still be made current, reverted to and deleted.
     type: str
   state:
     description:
@@ -324,7 +327,9 @@ tree_lines:
   sample: ["pkg-updated", "  |", "  +- desktop-live", "    "]
 results:
   description:
-    - One entry per domain, in the order O(domains) names them. Returned when some domains fail, too.
+    - One entry per domain, in the order O(domains) names them (a glob's matches sorted by name, a domain named
+      twice once). Returned when some domains fail, too.
+    - C(domain) is the domain's name, also for a domain given by UUID.
     - Each holds C(domain), C(changed), C(snapshot), C(deleted), C(tree) and C(tree_lines) as above for one domain,
       or C(domain), C(changed) and C(msg) (the error) for a domain that failed.
   returned: with O(domains)

@@ -35,13 +35,17 @@ attributes:
 options:
   domain:
     description:
-      - Name or UUID of one domain.
-      - A domain that does not exist is reported with RV(domains.exists=false), not as a failure.
+      - Name or UUID of one domain. It is reported under its name in RV(domains), also when given by UUID.
+      - A domain that does not exist is reported with RV(domains.exists=false), keyed by what was given, and a
+        warning; not as a failure.
       - Mutually exclusive with O(domains). With neither, every domain is reported.
     type: str
   domains:
     description:
       - Names, UUIDs or shell globs (V(web-*)) of domains. A glob that matches nothing is not an error.
+      - RV(domains) lists them in this order, each under its name (a UUID is looked up), a glob's matches
+        sorted by name, a domain named twice once. A name or UUID that matches no domain keeps its place, keyed
+        by what was given, with RV(domains.exists=false) and a warning.
       - Mutually exclusive with O(domain).
     type: list
     elements: str
@@ -118,12 +122,18 @@ EXAMPLES = r"""
 
 RETURN = r"""
 domains:
-  description: Per domain name, its snapshot facts.
+  description:
+    - Per domain, its snapshot facts, keyed by the domain's name, also for a domain given by UUID.
+    - In the order O(domain) or O(domains) name the domains (a glob's matches sorted by name); with neither,
+      every domain sorted by name.
+    - A name or UUID that matches no domain is keyed by what was given, with RV(domains.exists=false).
   returned: always
   type: dict
   contains:
     exists:
-      description: Whether the domain exists. Only a domain named in O(domain) can be missing.
+      description:
+        - Whether the domain exists. A name or UUID in O(domain) or O(domains) that matches no domain is
+          reported with V(false) and a warning, not as a failure.
       type: bool
       sample: true
     state:
