@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import datetime
 import fnmatch
+import json
 import os
 import re
 import time
@@ -1152,6 +1153,48 @@ REMOTE_UNCHECKED = ("domain '%s': the images behind %s are not readable here, so
 STATE_HANDLERS = dict(present=_present, absent=_absent, reverted=_reverted, current=_current, pruned=_pruned)
 
 
+# virsh domstate's words for the states domain_state() names as virsh list's filters do
+DOMSTATE_WORDS = dict(nostate='no state', blocked='idle', shutdown='in shutdown', shutoff='shut off')
+
+
+def predict_domain_state(snapshot, after_revert):
+    """The domain's state once reverted to ``snapshot`` (for check mode), as ``domain_state`` names it."""
+    if after_revert in ('running', 'paused'):
+        return after_revert
+    return snapshot.state if snapshot.state in ('running', 'paused') else 'shutoff'
+
+
+def _shown(value):
+    """A name or description in a diff line: JSON-quoted (empty and odd ones stay visible), ``none`` for None."""
+    return 'none' if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def snapshot_diff(label, before, after, after_text, revert=None):
+    """Ansible's ``diff`` for one domain: the tree before and after as virsh draws it, then a line for each
+    change the tree cannot show (the current snapshot, a description, the domain's state after a revert).
+
+    ``after_text`` is ``after`` rendered (the result's ``tree``); ``revert`` is ``(state before, state after,
+    snapshot)`` for a revert, the states as ``domain_state`` names them.
+    """
+    old, new = [], []
+    if before.current != after.current:
+        old.append('current snapshot: %s' % _shown(before.current))
+        new.append('current snapshot: %s' % _shown(after.current))
+    for name in after.topological():
+        snap = before.by_name.get(name)
+        if snap is not None and snap.description != after.by_name[name].description:
+            old.append('description of %s: %s' % (_shown(name), _shown(snap.description)))
+            new.append('description of %s: %s' % (_shown(name), _shown(after.by_name[name].description)))
+    if revert is not None:
+        was, now, name = revert
+        old.append('domain state: %s' % DOMSTATE_WORDS.get(was, was))
+        new.append('domain state: %s, reverted to snapshot %s' % (DOMSTATE_WORDS.get(now, now), _shown(name)))
+    before_text = after_text if after is before else before.render()
+    return dict(before=before_text + ''.join(line + '\n' for line in old),
+                after=after_text + ''.join(line + '\n' for line in new),
+                before_header='%s snapshots' % label, after_header='%s snapshots' % label)
+
+
 def manage_domain(dom, params, check_mode, diff_mode=False):
     """Bring one domain's snapshots to ``params['state']``; its result entry (with ``diff`` in diff mode)."""
     label = dom.name()
@@ -1159,6 +1202,7 @@ def manage_domain(dom, params, check_mode, diff_mode=False):
     state = params['state']
     warnings = []
     if state == 'reverted':
+        was = domain_state(dom) if diff_mode else None
         after, changed, deleted = _reverted(dom, label, before, params, check_mode, warnings)
     else:
         after, changed, deleted = STATE_HANDLERS[state](dom, label, before, params, check_mode)
@@ -1174,8 +1218,12 @@ def manage_domain(dom, params, check_mode, diff_mode=False):
             and before.by_name[params['name']].state not in ('running', 'paused'):
         result.setdefault('warnings', []).append(NVRAM_NOT_RESET % (label, params['name']))
     if diff_mode:
-        result['diff'] = dict(before=result['tree'] if after is before else before.render(), after=result['tree'],
-                              before_header='%s snapshots' % label, after_header='%s snapshots' % label)
+        revert = None
+        if state == 'reverted':
+            now = predict_domain_state(before.by_name[params['name']], params['after_revert']) if check_mode \
+                else domain_state(dom)
+            revert = (was, now, params['name'])
+        result['diff'] = snapshot_diff(label, before, after, result['tree'], revert)
     return result
 
 

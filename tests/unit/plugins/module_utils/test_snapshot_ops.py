@@ -244,7 +244,8 @@ def names(conn):
 def test_present_check_real_again(conn):
     check = run(check_mode=True, name='one', description='first')
     assert check['changed'] and check['snapshot']['name'] == 'one' and names(conn) == []
-    assert check['diff']['before'] == '' and check['diff']['after'] == 'one\n\n'
+    assert check['diff']['before'] == 'current snapshot: none\n'
+    assert check['diff']['after'] == 'one\n\ncurrent snapshot: "one"\n'
     real = run(name='one', description='first')
     assert real['changed'] and names(conn) == ['one']
     assert real['snapshot']['description'] == 'first' and real['snapshot']['is_current']
