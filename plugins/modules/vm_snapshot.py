@@ -42,9 +42,9 @@ attributes:
     description:
       - The snapshot tree before and after, as text like C(virsh snapshot-list --tree) draws it, followed by a
         line for each change the tree cannot show.
-      - C(current snapshot: "NAME") when the current snapshot changes (V(none) when there is none);
+      - 'C(current snapshot: "NAME") when the current snapshot changes (V(none) when there is none);
         C(description of "NAME": "TEXT") for a description edited in place; for O(state=reverted), C(domain state:)
-        before and after the revert, as C(virsh domstate) names it, with the snapshot reverted to.
+        before and after the revert, as C(virsh domstate) names it, with the snapshot reverted to.'
       - Names and descriptions in these lines are quoted as JSON strings.
 options:
   domain:
