@@ -6,12 +6,14 @@
 Every ```yaml fenced block (indented ones too, e.g. inside a list item) is
 read. A block that is a list of plays (each with ``hosts`` or
 ``import_playbook``) goes to OUT_DIR/playbooks/, a list of tasks (each a
-mapping that names a module, a block or an include) to OUT_DIR/tasks/ where
-ansible-lint takes it for a task file. Anything else (an execution
+mapping that names a module, a block or an include) goes there too,
+wrapped in a play (``hosts: all``) so that ansible-lint's syntax check
+resolves its modules. Anything else (an execution
 environment definition, a credential type, variables) is not Ansible content
 and is skipped. Each file is named after its source and the line of the
 block's opening fence, e.g. ``docs-awx.md-L82.yml``, and starts with a ``---``
-standing in for the fence: line N of the file is line 82 + N - 1 of the doc.
+standing in for the fence: line N of a playbook file is line 82 + N - 1 of
+the doc; a wrapped task list says in its first comment how far down it starts.
 
 Also writes OUT_DIR/.ansible-lint (production profile, offline), which mocks
 the modules of collections the examples use but the test host does not carry
@@ -31,6 +33,12 @@ FENCE = re.compile(r'^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`
 # test host: ansible-lint checks the task's shape but not the module's options
 MOCK_MODULES = ['awx.awx.job_template', 'awx.awx.schedule']
 PLAY_KEYS = ('hosts', 'import_playbook', 'ansible.builtin.import_playbook')
+WRAP = '''# %s: a task list, wrapped in a play; line N here is line N%+d there
+- name: Tasks from %s
+  hosts: all
+  gather_facts: false
+  tasks:
+'''
 
 
 def blocks(path):
@@ -76,8 +84,7 @@ def kind(data):
 def main(out_dir, paths):
     found = {'playbook': 0, 'tasks': 0}
     bad = 0
-    for sub in ('playbooks', 'tasks'):
-        os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
+    os.makedirs(os.path.join(out_dir, 'playbooks'), exist_ok=True)
     for path in paths:
         for line, info, text in blocks(path):
             if info not in ('yaml', 'yml'):
@@ -94,7 +101,13 @@ def main(out_dir, paths):
                 print('%s: skipped (not a playbook or task list)' % where)
                 continue
             name = '%s-L%d.yml' % (path.replace('/', '-'), line)
-            target = os.path.join(out_dir, 'playbooks' if what == 'playbook' else 'tasks', name)
+            target = os.path.join(out_dir, 'playbooks', name)
+            if what == 'tasks':
+                # in a play of its own, so that ansible-lint's syntax check
+                # resolves every module (a bare task file is not checked: a
+                # module name without its collection would pass)
+                text = WRAP % (where, line - 1 - len(WRAP.splitlines()), where) + ''.join(
+                    '    ' + x if x.strip() else x for x in text.splitlines(True))
             with open(target, 'w', encoding='utf-8') as f:
                 # line 1 stands for the fence: a '---' of its own, or a comment before the block's own
                 f.write(('# %s\n' % where if text.startswith('---') else '---\n') + text)
