@@ -541,7 +541,8 @@ stage_integration() {
 
 stage_lint() {
     # ansible-lint: roles/ and playbooks/ with .ansible-lint, integration
-    # targets with tests/integration/.ansible-lint; one case per run.
+    # targets with tests/integration/.ansible-lint, the docs' examples with
+    # the config tests/extract_examples.py writes; one case per run.
     local start rc passed=0 failed=0 paths=() p
     start=${SECONDS}
     for p in roles playbooks; do
@@ -563,6 +564,26 @@ stage_lint() {
             failed=$((failed + 1))
         fi
     fi
+    # the examples users paste: every playbook and task list in a yaml code
+    # block of README.md and docs/*.md (tests/extract_examples.py), one case;
+    # it fails when the extractor finds nothing or a block that does not parse
+    local ex_dir="${BUILD_DIR}/examples" ex_log="${LOG_DIR}/lint-examples.log" docs=()
+    rm -rf "${ex_dir}"
+    for p in README.md docs/*.md; do
+        [ -f "${COLL_DIR}/${p}" ] && docs+=("${p}")
+    done
+    lint_examples() {
+        (cd "${COLL_DIR}" && python tests/extract_examples.py "${ex_dir}" "${docs[@]}") || return 1
+        printf '$ (in %s) ansible-lint playbooks\n' "${ex_dir}"
+        (cd "${ex_dir}" && ANSIBLE_COLLECTIONS_PATH="${BUILD_DIR}" \
+            ansible-lint --offline --nocolor -c .ansible-lint playbooks)
+    }
+    if lint_examples 2>&1 | tee "${ex_log}"; then  # pipefail: lint_examples decides
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+    fi
+    log "lint: $(grep -m1 '^examples: ' "${ex_log}" || echo 'examples: extraction failed')"
     rc=0
     [ "${failed}" -eq 0 ] || rc=1
     record lint "${rc}" "${passed}" "${failed}" 0 $((SECONDS - start))
