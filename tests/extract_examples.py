@@ -1,4 +1,6 @@
-#!/usr/bin/env python3
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvm.snapshots contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Write the playbooks and task lists shown in Markdown files out for ansible-lint.
 
     tests/extract_examples.py OUT_DIR FILE.md...
