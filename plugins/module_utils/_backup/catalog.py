@@ -7,11 +7,11 @@
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 
 from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import KvmError
 
+from .files import hidden_beside
 from .manifest import MANIFEST, SMALL_LIMIT, Manifest
 from .names import PARTIAL, candidate
 from .reading import open_source, read_small
@@ -75,8 +75,7 @@ def remove_backup(path):
     """Remove one backup. A directory first takes a partial's name: cut short, it no longer looks
     complete, and the next backup of the domain removes the rest (``remove_stale``)."""
     if os.path.isdir(path) and not os.path.islink(path):
-        directory, base = os.path.split(path)
-        doomed = os.path.join(directory, '.%s%s%s' % (base, PARTIAL, secrets.token_hex(4)))
+        doomed = hidden_beside(path, PARTIAL)
         os.rename(path, doomed)
         shutil.rmtree(doomed)
     else:

@@ -21,7 +21,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
 from ansible_collections.kvm.snapshots.plugins.module_utils._qemu_img import rebase_unsafe
 from ansible_collections.kvm.snapshots.plugins.module_utils._snapshot import SnapshotTree, redefine_snapshot
 
-from .files import SparseWriter, create_file, fsync_dir, try_lock, unlink_quietly, write_file
+from .files import SparseWriter, create_file, fsync_dir, hidden_beside, try_lock, unlink_quietly, write_file
 from .names import safe_label
 
 RESTORING = '.kvmsnap-restore-'     # a staged file: .<file>.kvmsnap-restore-<hex>
@@ -75,12 +75,6 @@ def set_aside_leftovers(paths, domain_names=()):
         found.update(os.path.join(directory, n) for n in names if n.startswith('.') and REPLACED in n
                      and (n.split(REPLACED)[0][1:] in bases or n.startswith(snapshots)))
     return sorted(found)
-
-
-def hidden_beside(final, tag):
-    """A hidden name beside ``final`` for the restore's own use: ``.<base><tag><hex>``."""
-    directory, base = os.path.split(final)
-    return os.path.join(directory, '.%s%s%s' % (base, tag, secrets.token_hex(4)))
 
 
 class StagedFile:

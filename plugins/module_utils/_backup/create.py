@@ -27,6 +27,7 @@ from .files import existing_parent, free_bytes, make_dirs, remove_stale
 from .hold import DomainHold, running_action
 from .locks import DomainLock
 from .names import backup_name, free_name, partial_pattern, utcnow_ms
+from .verify import rate
 from .write import write_backup
 
 
@@ -49,7 +50,7 @@ def make_backup(request, check_mode=False):
         if lock.waited:
             backup['waited'] = lock.waited
         backup['duration'] = round(time.monotonic() - started, 3)
-        backup['throughput'] = int(backup['data_size'] / backup['duration']) if backup['duration'] > 0 else None
+        backup['throughput'] = rate(backup['data_size'], backup['duration'])
         return result
 
 

@@ -10,6 +10,7 @@ import errno
 import fcntl
 import itertools
 import os
+import secrets
 import shutil
 
 from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import InvalidInput, OperationFailed
@@ -30,6 +31,12 @@ def ancestors(path):
             return
         yield parent
         path = parent
+
+
+def hidden_beside(path, tag):
+    """A fresh hidden name beside ``path`` for work in progress or set aside: ``.<base><tag><hex>``."""
+    directory, base = os.path.split(path)
+    return os.path.join(directory, '.%s%s%s' % (base, tag, secrets.token_hex(4)))
 
 
 def missing_dirs(path):

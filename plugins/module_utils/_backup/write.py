@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 
 from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import KvmError, OperationFailed, note_undone
@@ -15,7 +14,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import KvmE
 from .archive_writer import ArchiveSink
 from .directory import DirectorySink
 from .errors import os_error_text
-from .files import create_file, data_regions, fsync_dir, make_dir, try_lock
+from .files import create_file, data_regions, fsync_dir, hidden_beside, make_dir, try_lock
 from .manifest import CHECKSUMS, MANIFEST, checksums_bytes
 from .members import member_dirs
 from .names import PARTIAL
@@ -49,7 +48,7 @@ class Partial:
         self.name = name
         self.request = request
         self.final = os.path.join(dest, name + request.suffix)
-        self.path = os.path.join(dest, '.%s%s%s%s' % (name, request.suffix, PARTIAL, secrets.token_hex(4)))
+        self.path = hidden_beside(self.final, PARTIAL)
         self.fd = self.lock = self.sink = None
 
     def open(self, mtime):
