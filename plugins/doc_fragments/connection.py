@@ -17,6 +17,14 @@ options:
       - When not set, the environment variable E(LIBVIRT_DEFAULT_URI) is used, then C(qemu:///system).
     type: str
     default: qemu:///system
+attributes:
+  action_group:
+    support: full
+    membership:
+      - kvm.snapshots.kvm
+    description:
+      - Use C(group/kvm.snapshots.kvm) in C(module_defaults) to set O(uri), or any option the modules share,
+        once for every module of the collection.
 requirements:
   - libvirt-python (or the distribution package C(python3-libvirt); the module re-spawns itself
     under the system Python when only that one can import C(libvirt))

@@ -31,13 +31,6 @@ author:
 extends_documentation_fragment:
   - kvm.snapshots.connection
 attributes:
-  action_group:
-    support: full
-    membership:
-      - kvm.snapshots.kvm
-    description:
-      - Use C(group/kvm.snapshots.kvm) in C(module_defaults) to set O(uri), or any option the modules share,
-        once for every module of the collection.
   check_mode:
     support: full
     description:

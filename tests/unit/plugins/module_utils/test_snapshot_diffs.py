@@ -18,16 +18,11 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._snapshot import (  
     manage_domain,
 )
 
-DEFAULTS = dict(
-    uri='test:///default', domain='test', domains=None, name=None, state='present', description=None, parent=None,
-    disk_only=False, quiesce=False, halt=False, live=False, atomic=True, children=False, children_only=False,
-    metadata_only=False, after_revert='snapshot', force=False, reset_nvram=False, keep=None, pattern='*',
-    older_than=None,
-)
+from ansible_collections.kvm.snapshots.tests.unit.plugins.module_utils.test_snapshot_ops import DEFAULTS  # noqa: E402
 
 
 def params(**given):
-    return dict(DEFAULTS, **given)
+    return dict(DEFAULTS, uri='test:///default', domain='test', **given)
 
 
 def everything(dom):

@@ -26,14 +26,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._snapshot import (  
     manage_snapshots,
     validate,
 )
-
-# vm_snapshot's argument spec defaults.
-DEFAULTS = dict(
-    uri='qemu:///system', domain=None, domains=None, name=None, state='present', description=None, parent=None,
-    disk_only=False, quiesce=False, halt=False, live=False, atomic=True, children=False, children_only=False,
-    metadata_only=False, after_revert='snapshot', force=False, reset_nvram=False, keep=None, pattern='*',
-    older_than=None,
-)
+from ansible_collections.kvm.snapshots.tests.unit.plugins.module_utils.test_snapshot_ops import DEFAULTS  # noqa: E402
 
 # vm_snapshot_info's, with the test driver.
 INFO = dict(uri='test:///default', domain=None, domains=None, name=None, roots=False, leaves=False,

@@ -20,12 +20,22 @@ ROOT = pathlib.Path(__file__).resolve().parents[4]
 MODULES = sorted(p.stem for p in (ROOT / 'plugins' / 'modules').glob('*.py') if p.stem != '__init__')
 
 
-def _documentation(name):
-    tree = ast.parse((ROOT / 'plugins' / 'modules' / (name + '.py')).read_text(encoding='utf-8'))
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, 'id', None) == 'DOCUMENTATION' for t in node.targets):
+def _assigned(path, name):
+    """The YAML of the string assigned to ``name`` anywhere in the Python file ``path``."""
+    for node in ast.walk(ast.parse(path.read_text(encoding='utf-8'))):
+        if isinstance(node, ast.Assign) and any(getattr(t, 'id', None) == name for t in node.targets):
             return yaml.safe_load(node.value.value)
-    raise AssertionError('%s has no DOCUMENTATION' % name)
+    raise AssertionError('%s has no %s' % (path, name))
+
+
+def _documentation(name):
+    """A module's DOCUMENTATION with the attributes of its kvm.snapshots doc fragments merged in, as ansible-doc does."""
+    doc = _assigned(ROOT / 'plugins' / 'modules' / (name + '.py'), 'DOCUMENTATION')
+    for fragment in doc.get('extends_documentation_fragment') or []:
+        if fragment.startswith('kvm.snapshots.'):
+            extra = _assigned(ROOT / 'plugins' / 'doc_fragments' / (fragment.split('.')[2] + '.py'), 'DOCUMENTATION')
+            doc.setdefault('attributes', {}).update(extra.get('attributes') or {})
+    return doc
 
 
 def test_every_module_is_in_the_group():
