@@ -2,7 +2,7 @@
 # Copyright: (c) 2026, kvm.snapshots contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""What a domain or snapshot definition names: its disks, firmware, NVRAM and the files it refers to.
+"""What a domain or snapshot definition names: its disks, firmware, NVRAM, backup overlays and the files it refers to.
 
 Private to kvm.snapshots: no stable API for other collections.
 """
@@ -11,9 +11,39 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import etree, parse_xml
+from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import etree, libvirt, parse_xml
 
 NVRAM_DIR = '/var/lib/libvirt/qemu/nvram'
+OVERLAY = '.kvmsnap-overlay'    # a live backup's overlay, beside its disk: .<disk file name>.kvmsnap-overlay
+
+
+def overlay_path(disk):
+    directory, base = os.path.split(disk)
+    return os.path.join(directory, '.%s%s' % (base, OVERLAY))
+
+
+def is_overlay(path):
+    base = os.path.basename(path or '')
+    return base.startswith('.') and base.endswith(OVERLAY) and len(base) > len(OVERLAY) + 1
+
+
+def overlays_in(domain_xml):
+    """``[(target, overlay path)]``: the disks of a parsed domain definition that are on a backup overlay."""
+    found = []
+    for disk in domain_xml.iterfind('devices/disk'):
+        source = disk.find('source')
+        if source is not None and is_overlay(source.get('file')):
+            found.append((disk.find('target').get('dev'), source.get('file')))
+    return found
+
+
+def backup_overlays(dom):
+    """``[(target, overlay path)]``: a live backup's overlays on ``dom``, in its live or persistent definition."""
+    found = overlays_in(parse_xml(dom.XMLDesc(0))) if dom.isActive() else []
+    if dom.isPersistent():
+        found += [pair for pair in overlays_in(parse_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
+                  if pair not in found]
+    return found
 
 
 def domain_disks(domain_xml):

@@ -169,9 +169,12 @@ def run_module(module, work):
     except KeyboardInterrupt as exc:
         result = interrupted_error(exc)
     # Outside the except block, so Ansible attaches no traceback to a user error.
+    fields = result.result if isinstance(result, KvmError) else result
+    for warning in fields.pop('warnings', []):
+        module.warn(warning)    # ansible-core 2.19 deprecates passing them to exit_json
     if isinstance(result, KvmError):
-        module.fail_json(msg=str(result), **result.result)
-    module.exit_json(**result)
+        module.fail_json(msg=str(result), **fields)
+    module.exit_json(**fields)
 
 
 def translate(exc, what=None, connecting=False):

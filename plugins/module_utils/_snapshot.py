@@ -40,7 +40,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
     resolve_domains,
     translate,
 )
-from ansible_collections.kvm.snapshots.plugins.module_utils._domain_xml import domain_disks, is_uefi
+from ansible_collections.kvm.snapshots.plugins.module_utils._domain_xml import backup_overlays, domain_disks, is_uefi
 from ansible_collections.kvm.snapshots.plugins.module_utils._qemu_img import qemu_img_info
 
 
@@ -303,6 +303,7 @@ def domain_facts(dom, filters, sizes=False, xml=False, strict=True):
         snapshot_count=len(tree),
         snapshots=snapshots,
         checkpoints=checkpoint_names(dom),
+        backup_overlays=[dict(disk=target, path=path) for target, path in backup_overlays(dom)],
         **tree.rendered()
     )
     if disks is not None:
@@ -315,6 +316,10 @@ INFO_FILTERS = ('name', 'roots', 'leaves', 'descendants_of', 'location', 'snapsh
 
 MISSING_DOMAIN = ("domain '%s' not found on %s: it is reported with exists=false; check the name with "
                   "'virsh list --all', or drop it from the task")
+
+
+OVERLAY_LEFT = ("domain '%s' has a live backup overlay on disk %s (%s): a backup is copying it, or one died "
+                "before merging it back")
 
 
 def _given_domains(conn, params):
@@ -364,10 +369,12 @@ def gather_info(params):
     for key, dom in given:
         if dom is not None:
             domains[key] = facts_of[key]
+            warnings += [OVERLAY_LEFT % (key, overlay['disk'], overlay['path']) + ' (the next vm_backup of the '
+                         'domain merges it)' for overlay in facts_of[key]['backup_overlays']]
         else:
             warnings.append(MISSING_DOMAIN % (shown(key), params['uri']))
             domains[key] = dict(exists=False, state=None, current_snapshot=None, snapshot_count=0, snapshots=[],
-                                checkpoints=[], **tree_text(''))
+                                checkpoints=[], backup_overlays=[], **tree_text(''))
     result = dict(
         changed=False,
         domains=domains,
@@ -1195,9 +1202,20 @@ def snapshot_diff(label, before, after, after_text, revert=None):
                 before_header='%s snapshots' % label, after_header='%s snapshots' % label)
 
 
+def refuse_backup_overlays(dom, label):
+    """A snapshot, revert or delete on a disk under a live backup's overlay would go to the overlay and be lost."""
+    overlays = backup_overlays(dom)
+    if overlays:
+        target, path = overlays[0]
+        raise InvalidInput(OVERLAY_LEFT % (label, target, path) + ": wait for the backup to end, or run "
+                           "kvm.snapshots.vm_backup on the domain, which merges it first (by hand, domain running: "
+                           "'virsh blockcommit %s %s --active --pivot')" % (label, target))
+
+
 def manage_domain(dom, params, check_mode, diff_mode=False):
     """Bring one domain's snapshots to ``params['state']``; its result entry (with ``diff`` in diff mode)."""
     label = dom.name()
+    refuse_backup_overlays(dom, label)
     before = SnapshotTree.from_domain(dom)
     state = params['state']
     warnings = []

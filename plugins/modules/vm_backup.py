@@ -102,19 +102,42 @@ options:
   if_running:
     description:
       - What to do when the domain is not shut off at O(state=present).
+      - V(live) (the default) copies it while it runs. For an instant (tens of milliseconds) libvirt puts
+        a qcow2 overlay on top of each writable disk, atomically across disks; the guest's writes go
+        there while the disks, with every internal snapshot in them, are copied as read-only backing
+        files; then the overlays are merged back (an active block commit and a pivot) and deleted. The
+        backup is crash-consistent, as if the power had been cut at the instant of the overlay; use
+        O(quiesce) for application-consistent backups. The definition recorded is the one from before
+        the overlay, and the domain's live and persistent definitions are as before afterwards.
+      - The overlays are named C(.<disk file name>.kvmsnap-overlay) beside their disks. Should a backup
+        die while they exist (SIGKILL, a host reboot), the next O(state=present) run on the domain merges
+        them first, with a warning; M(kvm.snapshots.vm_snapshot) refuses the domain until then, and
+        M(kvm.snapshots.vm_snapshot_info) reports them in RV(kvm.snapshots.vm_snapshot_info#module:domains.backup_overlays).
+        Should a merge fail, the overlay stays in use (no guest write is lost) and the message says how
+        to merge it by hand. A libvirt daemon restarted during the copy is waited for (up to two minutes).
       - V(fail) refuses with a message.
       - V(shutdown) shuts it down gracefully (ACPI), waits up to O(shutdown_timeout) seconds, makes the
-        backup and starts it again.
-      - V(suspend) pauses it for the copy and resumes it afterwards. The disks are copied crash-consistent;
-        the memory is not saved. A domain that is already paused is copied as it is and stays paused.
-      - Once the module paused or shut down the domain, it resumes or starts it again however the backup
-        ends, also when the module is stopped by SIGTERM or SIGHUP (C(systemctl stop), a host shutdown, AWX
-        cancelling the job) or SIGINT; an unfinished backup is removed and RV(interrupted) says what was done.
-        Should the resume or start fail, or the guest not finish shutting down, the failure message says so
-        and how to start it by hand. SIGKILL cannot be handled; the domain then stays paused or shut off.
+        backup and starts it again. Refused for a transient domain, which a shutdown would remove.
+      - V(suspend) pauses it for the copy and resumes it afterwards (about as long as an offline backup of
+        the same data takes). The disks are copied crash-consistent; the memory is not saved. A domain
+        that is already paused is copied as it is and stays paused, whatever O(if_running) says.
+      - Once the module paused or shut down the domain or put the overlays on it, it resumes or starts it
+        again or merges them back however the backup ends, also when the module is stopped by SIGTERM or
+        SIGHUP (C(systemctl stop), a host shutdown, AWX cancelling the job) or SIGINT; an unfinished backup
+        is removed and RV(interrupted) says what was done. Should the resume or start fail, or the guest
+        not finish shutting down, the failure message says so and how to start it by hand. SIGKILL cannot
+        be handled; the domain then stays paused or shut off, or keeps its overlays until the next backup.
     type: str
-    choices: [fail, shutdown, suspend]
-    default: fail
+    choices: [live, fail, shutdown, suspend]
+    default: live
+  quiesce:
+    description:
+      - With O(if_running=live) and a running domain, freeze the guest's file systems through the QEMU
+        guest agent for the instant of the overlay (C(fsfreeze)), so the backup is application-consistent.
+      - Needs a guest agent channel in the domain and C(qemu-guest-agent) running in the guest; without
+        one that answers, the backup is refused with one line and nothing is changed.
+    type: bool
+    default: false
   shutdown_timeout:
     description: Seconds to wait for the guest to shut down with O(if_running=shutdown).
     type: int
@@ -187,6 +210,12 @@ EXAMPLES = r"""
     keep: 7
   register: bk
 
+- name: Back up a running domain while it runs, its file systems frozen for an instant by the guest agent
+  kvm.snapshots.vm_backup:
+    domain: db1
+    dest: /srv/backups/kvm
+    quiesce: true
+
 - name: Back up a running domain, pausing it for the copy, at a higher compression level
   kvm.snapshots.vm_backup:
     domain: db1
@@ -253,8 +282,27 @@ backup:
       type: str
       sample: "2026-11-27T02:03:04Z"
     action:
-      description: What was done about a running domain, V(shutdown), V(suspend), V(paused) (already paused), or null.
+      description: What was done about a running domain, V(live), V(shutdown), V(suspend), V(paused) (already paused),
+        or null.
       type: str
+    mode:
+      description:
+        - How consistent the copy is. V(offline), the domain was shut off (or shut down for the copy);
+          V(suspended), paused for the copy (crash-consistent); V(live), copied while it ran
+          (crash-consistent); V(quiesced), copied while it ran, its file systems frozen by the guest
+          agent for the instant of the overlay (application-consistent).
+      type: str
+      sample: live
+    held_seconds:
+      description:
+        - Seconds the guest could not run or write to its disks because of the backup. For V(live), the
+          instants of the overlay and of the pivots; for V(suspend) and V(shutdown), the whole copy.
+      type: float
+      sample: 0.042
+    overlay_seconds:
+      description: Seconds the live overlays existed (the guest ran throughout); null without them.
+      type: float
+      sample: 12.5
     size:
       description: Bytes the backup takes on disk (the archive file, or the blocks allocated to the directory's files).
       type: int
@@ -548,7 +596,8 @@ def main():
             compression=dict(type='str', default='zstd', choices=['zstd', 'none']),
             compression_level=dict(type='int'),
             threads=dict(type='int', default=0),
-            if_running=dict(type='str', default='fail', choices=['fail', 'shutdown', 'suspend']),
+            if_running=dict(type='str', default='live', choices=['live', 'fail', 'shutdown', 'suspend']),
+            quiesce=dict(type='bool', default=False),
             shutdown_timeout=dict(type='int', default=300),
             keep=dict(type='int'),
             src=dict(type='path'),

@@ -166,6 +166,23 @@ domains:
       type: list
       elements: str
       sample: [virtnbdbackup.0, virtnbdbackup.1]
+    backup_overlays:
+      description:
+        - The overlays of a live backup (M(kvm.snapshots.vm_backup) with O(kvm.snapshots.vm_backup#module:if_running=live))
+          on the domain's disks, in its live or persistent definition; empty when none. While a backup runs they
+          take the guest's writes; one still there after the backup ended was left by a backup that died, and
+          the next backup of the domain merges it back (a warning says so). vm_snapshot refuses the domain
+          meanwhile.
+      type: list
+      elements: dict
+      sample: [{disk: vda, path: /var/lib/libvirt/images/.web1.qcow2.kvmsnap-overlay}]
+      contains:
+        disk:
+          description: The disk's target (C(vda)).
+          type: str
+        path:
+          description: The overlay file.
+          type: str
     snapshots:
       description: The snapshots that pass the filters, in topological order (no child before its parent).
       type: list

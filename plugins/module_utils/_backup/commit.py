@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import time
 
 from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
     InvalidInput,
@@ -23,13 +22,12 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._snapshot import Sna
 
 from .files import SparseWriter, create_file, fsync_dir, hidden_beside, try_lock, unlink_quietly, write_file
 from .names import safe_label
+from .pause import test_pause
 
 RESTORING = '.kvmsnap-restore-'     # a staged file: .<file>.kvmsnap-restore-<hex>
 REPLACED = '.kvmsnap-replaced-'     # what a restore set aside: .<file>.kvmsnap-replaced-<hex>
 UNDEFINE_FLAGS = ('VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA', 'VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA',
                   'VIR_DOMAIN_UNDEFINE_KEEP_NVRAM', 'VIR_DOMAIN_UNDEFINE_KEEP_TPM', 'VIR_DOMAIN_UNDEFINE_MANAGED_SAVE')
-# Test-only pause point (see test_pause): inert unless this variable names the point.
-PAUSE_ENV = 'KVMSNAP_TEST_PAUSE'
 
 
 def undefine_flags():
@@ -37,23 +35,6 @@ def undefine_flags():
     for name in UNDEFINE_FLAGS:
         flags |= getattr(libvirt, name, 0)
     return flags
-
-
-def test_pause(point):
-    """Test-only: stop at ``point`` when ``KVMSNAP_TEST_PAUSE=<point>:<flag file>`` is set; inert otherwise.
-
-    Writes this process's pid into the flag file and sleeps (10 minutes at most), so an
-    integration test can SIGKILL the module inside a window that is otherwise far too
-    short to hit. Points: ``restore-commit`` (domain undefined, first file set aside).
-    """
-    spec = os.environ.get(PAUSE_ENV, '')
-    if not spec.startswith(point + ':'):
-        return
-    with open(spec.split(':', 1)[1], 'w') as handle:
-        handle.write('%d\n' % os.getpid())
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
 
 
 def set_aside_leftovers(paths, domain_names=()):

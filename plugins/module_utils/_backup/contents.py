@@ -114,9 +114,18 @@ def file_entry(path, role, member, domain, **extra):
                      uid=info.st_uid, gid=info.st_gid, **extra), info.st_blocks * 512
 
 
-def discover(conn, dom):
-    """The Contents of ``dom``: read from libvirt, qemu-img and the file system; nothing is changed."""
-    xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_INACTIVE)
+def definition_xml(dom):
+    """What a backup records as the domain's definition: the persistent one, or a transient domain's own."""
+    flags = libvirt.VIR_DOMAIN_XML_INACTIVE if dom.isPersistent() else libvirt.VIR_DOMAIN_XML_MIGRATABLE
+    return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE | flags)
+
+
+def discover(conn, dom, xml=None):
+    """The Contents of ``dom``: read from libvirt, qemu-img and the file system; nothing is changed.
+
+    ``xml``: the definition to record instead of today's (a live backup's, from before its overlay).
+    """
+    xml = xml or definition_xml(dom)
     tree = SnapshotTree.from_domain(dom, secure=True)
     contents = Contents(name=dom.name(), uuid=dom.UUIDString(), xml=xml, files=[],
                         snapshots=[(name, tree.by_name[name].xml) for name in tree.topological()],

@@ -10,6 +10,7 @@ import os
 import tempfile
 import time
 
+from ansible_collections.kvm.snapshots.plugins.module_utils._domain_xml import backup_overlays
 from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
     Connection,
     InvalidInput,
@@ -20,13 +21,16 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
     note_undone,
 )
 
+
 from .catalog import domain_backups, remove_backup
 from .contents import discover
 from .errors import human_size, os_error_text
 from .files import existing_parent, free_bytes, make_dirs, remove_stale
 from .hold import DomainHold, running_action
+from .live import LiveOverlay, merge_leftovers
 from .locks import DomainLock
 from .names import backup_name, free_name, partial_pattern, utcnow_ms
+from .pause import test_pause
 from .verify import rate
 from .write import write_backup
 
@@ -36,9 +40,6 @@ def make_backup(request, check_mode=False):
     started = time.monotonic()
     with Connection(request.uri) as conn:
         dom = lookup_domain(conn, request.domain)
-        if not dom.isPersistent():
-            raise InvalidInput("domain '%s' is transient (not defined): define it first ('virsh define'), "
-                               "then back it up" % dom.name())
         check_writable(request.dest)
         if check_mode:
             return plan_backup(conn, dom, request)
@@ -99,11 +100,24 @@ def started_result(contents):
     return dict(changed=True, warnings=contents.warnings) if contents.warnings else dict(changed=True)
 
 
+def domain_hold(request, dom, action):
+    """What keeps the copy consistent: overlays on a running domain, else a pause or a shutdown (or nothing)."""
+    if action == 'live':
+        return LiveOverlay(request.uri, dom, request.quiesce)
+    return DomainHold(dom, action, request.shutdown_timeout)
+
+
 def plan_backup(conn, dom, request):
     """Check mode: the backup the real run would write, and what ``keep`` would remove."""
     state = domain_state(dom)
     action = running_action(dom, state, request.if_running)
+    hold = domain_hold(request, dom, action)
+    if action == 'live':
+        hold.check()
     contents = discover(conn, dom)
+    contents.warnings += ["domain '%s' has the live backup overlay %s on disk %s, left by a backup that did not "
+                          "finish: the backup would merge it back first" % (contents.name, overlay, target)
+                          for target, overlay in backup_overlays(dom)]
     needed = check_space(contents, request.dest)
     when = utcnow_ms()
     if os.path.isdir(request.dest):
@@ -116,7 +130,7 @@ def plan_backup(conn, dom, request):
     result = started_result(contents)
     result.update(backup=dict(
         path=os.path.join(request.dest, name + request.suffix), name=name, format=request.format,
-        compression=request.compression, domain=contents.name, uuid=contents.uuid, action=action,
+        compression=request.compression, domain=contents.name, uuid=contents.uuid, action=action, mode=hold.mode,
         files=[dict(name=e.name, role=e.role, path=e.path, size=e.size) for e in manifest.files],
         snapshots=contents.order, current_snapshot=contents.current, size=None,
         estimated_size=needed), removed=removed)
@@ -127,18 +141,23 @@ def make_backup_locked(conn, dom, request):
     dest = request.dest
     state = domain_state(dom)
     action = running_action(dom, state, request.if_running)
+    hold = domain_hold(request, dom, action)
+    merged = merge_leftovers(LiveOverlay(request.uri, dom, False))
+    if action == 'live':
+        hold.check()
     contents = discover(conn, dom)
     check_space(contents, dest)
     # Only now, after every refusal, is dest touched: a refused backup changes nothing.
     make_dirs(dest)
     probe_writable(dest)
-    result = started_result(contents)
     remove_stale(dest, partial_pattern(contents.name, contents.uuid))
     remove_stale(dest, partial_pattern(contents.name))
     name, when = free_name(dest, contents.name, contents.uuid, utcnow_ms(), request.suffix)
-    hold = DomainHold(dom, action, request.shutdown_timeout)
     try:
         hold.take()
+        test_pause('backup-held')
+        # Again, now that the disks are still: the definition is the one from before the hold.
+        contents = discover(conn, hold.dom, xml=contents.xml)
         backup = write_backup(contents, dest, name, when, state, request)
         # Inside the try: a signal before or during the give-back still brings the domain back.
         _done, restart_error = hold.give_back()
@@ -151,7 +170,10 @@ def make_backup_locked(conn, dom, request):
             if isinstance(exc, KvmError):
                 raise OperationFailed('%s; and %s' % (exc, restart_error)) from None
         raise
-    backup.update(action=action)
+    backup.update(action=action, mode=hold.mode, held_seconds=round(hold.held, 3), overlay_seconds=hold.seconds())
+    result = started_result(contents)
+    if merged:
+        result['warnings'] = merged + result.get('warnings', [])
     removed = []
     if request.keep:
         for _entry, path in domain_backups(dest, contents.uuid)[:-request.keep]:

@@ -2,7 +2,7 @@
 # Copyright: (c) 2026, kvm.snapshots contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""What a backup does about a running domain: pause or shut it down for the copy, and give it back."""
+"""What a backup does about a running domain: overlay, pause or shut it down for the copy, and give it back."""
 
 from __future__ import annotations
 
@@ -27,18 +27,25 @@ def wait_state(dom, wanted, timeout):
 
 
 def running_action(dom, state, if_running):
-    """What to do about a domain that is not shut off: None, 'shutdown', 'suspend' or 'paused'."""
+    """What to do about a domain that is not shut off: None, 'live', 'shutdown', 'suspend' or 'paused'."""
     if state == 'shutoff':
         return None
     if state in ('running', 'blocked', 'paused'):
         if if_running == 'fail':
-            raise InvalidInput("domain '%s' is %s: shut it down first, or set if_running to shutdown (stop it for "
-                               "the copy, start it after) or suspend (pause it for the copy)" % (dom.name(), state))
+            raise InvalidInput("domain '%s' is %s: shut it down first, or set if_running to live (copy it while "
+                               "it runs), shutdown (stop it for the copy, start it after) or suspend (pause it for "
+                               "the copy)" % (dom.name(), state))
         if state == 'paused':
             return 'paused'  # already frozen: copy as it is, leave it paused
+        if if_running == 'shutdown' and not dom.isPersistent():
+            raise InvalidInput("domain '%s' is transient: a shutdown would remove it; use if_running: live or "
+                               "suspend" % dom.name())
         return if_running
     raise InvalidInput("domain '%s' is in state '%s': shut it off first ('virsh destroy %s')"
                        % (dom.name(), state, dom.name()))
+
+
+MODES = {None: 'offline', 'shutdown': 'offline', 'suspend': 'suspended', 'paused': 'suspended'}
 
 
 class DomainHold:
@@ -48,11 +55,19 @@ class DomainHold:
         self.dom = dom
         self.name = dom.name()
         self.action = action
+        self.mode = MODES[action]
         self.timeout = timeout
         self.touched = False    # set before the call: an interruption inside it still gives the domain back
         self.starting = False   # create() was called: a domain no longer shut off was started by this run
+        self.since = None
+        self.held = 0.0         # seconds the guest was paused or down for the copy
+
+    def seconds(self):
+        """How long the guest's disks had the overlay: never, without one."""
+        return None
 
     def take(self):
+        self.since = time.monotonic()
         if self.action == 'shutdown':
             self.touched = True
             self.dom.shutdown()
@@ -69,6 +84,7 @@ class DomainHold:
         """Start or resume the domain again: ``(what was done or None, error text or None)``."""
         if not self.touched:
             return None, None
+        self.held = time.monotonic() - self.since
         # ``touched`` is cleared only once the domain is back: a signal in the middle of this
         # leaves it set, and the unwinding calls this again.
         try:

@@ -30,6 +30,7 @@ class BackupRequest:
     keep: Optional[int]
     if_running: str
     shutdown_timeout: int
+    quiesce: bool = False
 
     @property
     def writer(self):
@@ -43,7 +44,7 @@ class BackupRequest:
     def options(self):
         """The options a manifest records."""
         return dict(format=self.format, compression=self.compression, compression_level=self.level,
-                    if_running=self.if_running)
+                    if_running=self.if_running, quiesce=self.quiesce)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +77,9 @@ def backup_request(params):
     if params['compression'] == 'none' and level is not None:
         raise InvalidInput('compression_level needs compression: zstd, not none: drop compression_level, '
                            'or drop compression: none')
+    if params.get('quiesce') and params['if_running'] != 'live':
+        raise InvalidInput('quiesce only applies to if_running: live, not %s: drop quiesce, or set if_running: live'
+                           % params['if_running'])
     if params['shutdown_timeout'] < 1:
         raise InvalidInput('shutdown_timeout must be 1 second or more, got %d' % params['shutdown_timeout'])
     for key in ('src', 'disk_dir'):
@@ -93,7 +97,7 @@ def backup_request(params):
                          compression=compression,
                          level=(DEFAULT_LEVEL if level is None else level) if compression == 'zstd' else None,
                          threads=params['threads'], keep=params['keep'], if_running=params['if_running'],
-                         shutdown_timeout=params['shutdown_timeout'])
+                         shutdown_timeout=params['shutdown_timeout'], quiesce=bool(params.get('quiesce')))
 
 
 def read_request(params):
@@ -101,6 +105,8 @@ def read_request(params):
     for key in ('dest', 'keep'):
         if params.get(key) is not None:
             raise InvalidInput('%s only applies to state present' % key)
+    if params.get('quiesce'):
+        raise InvalidInput('quiesce only applies to state present')
     if params['state'] == 'verified':
         if params.get('disk_dir') is not None or params.get('force') or params.get('start'):
             raise InvalidInput('disk_dir, force and start only apply to state restored')
