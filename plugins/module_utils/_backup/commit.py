@@ -22,7 +22,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._snapshot import Sna
 
 from .files import SparseWriter, create_file, fsync_dir, hidden_beside, try_lock, unlink_quietly, write_file
 from .names import safe_label
-from .pause import test_pause
+from .pause import pause_point
 
 RESTORING = '.kvmsnap-restore-'     # a staged file: .<file>.kvmsnap-restore-<hex>
 REPLACED = '.kvmsnap-replaced-'     # what a restore set aside: .<file>.kvmsnap-replaced-<hex>
@@ -147,7 +147,7 @@ class Swap:
                 aside = hidden_beside(staged.final, REPLACED)
                 os.rename(staged.final, aside)
                 self.moved.append((staged.final, aside))
-                test_pause('restore-commit')
+                pause_point('restore-commit')
             os.rename(staged.path, staged.final)
             self.placed.append(staged.final)
         for directory in {os.path.dirname(p) for p in self.placed}:

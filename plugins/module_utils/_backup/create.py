@@ -30,7 +30,7 @@ from .hold import DomainHold, running_action
 from .live import LiveOverlay, merge_leftovers
 from .locks import DomainLock
 from .names import backup_name, free_name, partial_pattern, utcnow_ms
-from .pause import test_pause
+from .pause import pause_point
 from .verify import rate
 from .write import write_backup
 
@@ -155,7 +155,7 @@ def make_backup_locked(conn, dom, request):
     name, when = free_name(dest, contents.name, contents.uuid, utcnow_ms(), request.suffix)
     try:
         hold.take()
-        test_pause('backup-held')
+        pause_point('backup-held')
         # Again, now that the disks are still: the definition is the one from before the hold.
         contents = discover(conn, hold.dom, xml=contents.xml)
         backup = write_backup(contents, dest, name, when, state, request)

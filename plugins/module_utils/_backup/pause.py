@@ -13,7 +13,7 @@ PAUSE_ENV = 'KVMSNAP_TEST_PAUSE'
 MAX_PAUSE = 600
 
 
-def test_pause(point):
+def pause_point(point):
     """Stop at ``point`` when ``KVMSNAP_TEST_PAUSE=<point>:<flag file>`` is set; inert otherwise.
 
     Writes this process's pid into the flag file and sleeps until the file is removed

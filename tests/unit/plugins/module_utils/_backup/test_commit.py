@@ -18,7 +18,6 @@ libvirt = pytest.importorskip('libvirt')
 from ansible_collections.kvm.snapshots.plugins.module_utils import _libvirt as lv  # noqa: E402
 from ansible_collections.kvm.snapshots.plugins.module_utils._backup import commit  # noqa: E402
 from ansible_collections.kvm.snapshots.plugins.module_utils._backup.commit import (  # noqa: E402
-    PAUSE_ENV,
     REPLACED,
     RESTORING,
     StagedFile,
@@ -164,14 +163,6 @@ def test_a_failed_save_of_the_old_definition_leaves_no_partial_copy(conn, tmp_pa
     assert os.listdir(tmp_path) == ['test.qcow2']
     assert final.read_bytes() == b'old'
     assert sorted(s.getName() for s in conn.lookupByName('test').listAllSnapshots(0)) == ['s1', 's2']
-
-
-def test_test_pause_is_inert_unless_named(monkeypatch, tmp_path):
-    monkeypatch.delenv(PAUSE_ENV, raising=False)
-    commit.test_pause('restore-commit')
-    monkeypatch.setenv(PAUSE_ENV, 'another-point:%s' % (tmp_path / 'flag'))
-    commit.test_pause('restore-commit')
-    assert not (tmp_path / 'flag').exists()
 
 
 def test_leftovers_of_an_interrupted_restore_are_found_beside_the_files(tmp_path):

@@ -29,8 +29,8 @@ COLLECTION = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(vm_
 def present(**changes):
     """vm_backup's parameters for state=present as AnsibleModule hands them over (defaults filled in)."""
     params = dict(uri='qemu:///system', state='present', domain='web1', dest='/srv/backups', format='archive',
-                  compression='zstd', compression_level=None, threads=0, if_running='fail', shutdown_timeout=300,
-                  keep=None, src=None, disk_dir=None, force=False, start=False)
+                  compression='zstd', compression_level=None, threads=0, if_running='live', shutdown_timeout=300,
+                  quiesce=False, keep=None, src=None, disk_dir=None, force=False, start=False)
     params.update(changes)
     return params
 
@@ -55,7 +55,7 @@ def test_the_level_is_derived_only_for_zstd(changes, writer, compression, level,
     request = backup_request(present(**changes))
     assert (request.writer, request.compression, request.level, request.suffix) == (writer, compression, level, suffix)
     assert request.options() == dict(format=changes.get('format', 'archive'), compression=compression,
-                                     compression_level=level, if_running='fail')
+                                     compression_level=level, if_running='live', quiesce=False)
 
 
 def test_the_default_level_is_the_documented_one():
@@ -76,3 +76,16 @@ def test_restore_needs_an_existing_disk_dir(tmp_path):
         read_request(params)
     request = read_request(dict(params, disk_dir=str(tmp_path)))
     assert request.disk_root == os.path.realpath(str(tmp_path))
+
+
+@pytest.mark.parametrize('if_running', ['fail', 'shutdown', 'suspend'])
+def test_quiesce_needs_a_live_backup(if_running):
+    with pytest.raises(InvalidInput, match=r"^quiesce only applies to if_running: live, not %s: drop quiesce, or set "
+                                           r"if_running: live$" % if_running):
+        backup_request(present(quiesce=True, if_running=if_running))
+    assert backup_request(present(quiesce=True)).quiesce is True
+
+
+def test_quiesce_is_refused_when_reading_a_backup():
+    with pytest.raises(InvalidInput, match='^quiesce only applies to state present$'):
+        read_request(dict(present(state='verified', dest=None, src='/srv/backups/b.tar.zst'), quiesce=True))
