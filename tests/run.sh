@@ -394,13 +394,15 @@ def cmd_counts(root):
           % (sum(total[k] for k in ('refused', 'accepted')), total['refused'], total['refused_check'],
              total['accepted']))
     faults = []
-    for path in sorted(glob.glob(os.path.join(targets, 'reliability', 'tasks', '*.yml'))):
+    for path in sorted(glob.glob(os.path.join(targets, '*', 'tasks', '*.yml'))):
         with open(path) as f:
-            for task in yaml.safe_load(f) or []:
-                argv = ((task or {}).get('ansible.builtin.command') or {}).get('argv') or []
+            tasks = yaml.safe_load(f)
+            for task in tasks if isinstance(tasks, list) else []:
+                command = (task or {}).get('ansible.builtin.command')
+                argv = command.get('argv') or [] if isinstance(command, dict) else []
                 if any('files/fault.py' in str(a) for a in argv):
-                    faults.append('%s (%s)' % (argv[2], os.path.basename(path)))
-    print('reliability faults injected (files/fault.py): %d: %s' % (len(faults), ', '.join(faults)))
+                    faults.append('%s (%s)' % (argv[2], os.path.relpath(path, targets).replace('/tasks/', '/')))
+    print('faults injected through setup_vm/files/fault.py: %d: %s' % (len(faults), ', '.join(faults)))
     with open(os.path.join(targets, 'vm_snapshot', 'tasks', 'refused.yml')) as f:
         loops = [t for t in yaml.safe_load(f) if isinstance(t.get('loop'), list)
                  and all(isinstance(i, dict) and 'expect' in i for i in t['loop'])]

@@ -22,6 +22,12 @@ def overlay_path(disk):
     return os.path.join(directory, '.%s%s' % (base, OVERLAY))
 
 
+def overlay_disk(overlay):
+    """The disk under ``overlay``, by its name."""
+    directory, base = os.path.split(overlay)
+    return os.path.join(directory, base[1:-len(OVERLAY)])
+
+
 def is_overlay(path):
     base = os.path.basename(path or '')
     return base.startswith('.') and base.endswith(OVERLAY) and len(base) > len(OVERLAY) + 1

@@ -72,6 +72,7 @@ CASE_WORK = {
     8: 'restore of 5',
     9: 'raw sparse disk: backup + restore',
     10: 'read limit, cold cache',
+    11: 'live backup of a running domain vs suspend, offline and virtnbdbackup',
 }
 
 
@@ -1026,6 +1027,84 @@ class Bench:
                                      else 'drop_caches refused: posix_fadvise(DONTNEED) on the files'),
                  ours_label='vm_backup format=directory', base_label='cat files > /dev/null')
 
+    # ------------------------------------------------------------ case 11
+
+    def case_11(self, big):
+        """The big domain running: if_running live vs suspend vs the same backup shut off, and virtnbdbackup.
+
+        virtnbdbackup (Debian's package) is what users would pick for running guests: a full copy
+        (-l copy) of the same domain, uncompressed and with -z. It drops the internal snapshots
+        ("snapshots found (not included into backup)"); ours carries them.
+        """
+        reps = self.reps(3)
+        out = self.work / 'out' / 'c11'
+        if shutil.which('virtnbdbackup') is None:
+            log('case 11: virtnbdbackup missing: apt-get install -y virtnbdbackup')
+            sh('DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends virtnbdbackup </dev/null')
+        dom = self.lookup(big['name'])
+        held, sizes = {}, {}
+
+        def running(rep):
+            if not dom.isActive():
+                dom.create()
+            sync()
+
+        def shut_off(rep):
+            if dom.isActive():
+                dom.destroy()
+            sync()
+
+        def ours(key, **extra):
+            def run(rep):
+                m = self.module('vm_backup', self.backup_args(big['name'], out / key, **extra))
+                b = m.extra['result']['backup']
+                held.setdefault(key, []).append((rep, Measure(b['held_seconds'])))
+                sizes.setdefault(key, []).append(os.path.getsize(b['path']))
+                return m
+            return run
+
+        def nbd(key, extra):
+            def run(rep):
+                m = self.timed('virtnbdbackup -d %s -l copy -o %s %s' % (shlex.quote(big['name']), out / key, extra))
+                sizes.setdefault(key, []).append(sum(p.stat().st_blocks * 512 for p in (out / key).rglob('*')
+                                                     if p.is_file()))
+                return m
+            return run
+
+        def clear(key):
+            return lambda rep, m: self.clear(out / key)
+        res = self.interleave('11', [
+            ('live', ours('live'), running, clear('live'), None),
+            ('suspend', ours('suspend', if_running='suspend'), running, clear('suspend'), None),
+            ('offline', ours('offline'), shut_off, clear('offline'), None),
+            ('nbd', nbd('nbd', ''), running, clear('nbd'), None),
+            ('nbd-z', nbd('nbd-z', '-z'), running, clear('nbd-z'), None),
+        ], reps)
+        shut_off(None)
+        self.rows.append(dict(case='11a', work='guest disks held by a live backup, seconds', ours=None, base=None,
+                              ratio=None, target='<= 0.5 s', met='yes' if max(m.seconds for _r, m in held['live'])
+                              <= 0.5 else 'NO',
+                              note='live held %.3f s (median; max %.3f s); suspend held the guest %.1f s (median)'
+                              % (self.median(held['live']), max(m.seconds for _r, m in held['live']),
+                                 self.median(held['suspend'])),
+                              ours_label='backup.held_seconds, if_running live',
+                              base_label='backup.held_seconds, if_running suspend', n=None))
+        self.row('11b', 'live backup of the running %s domain vs the same backup shut off'
+                 % human(self.big_spec()['virt']), res['live'], res['offline'], 1.2,
+                 ours_label='vm_backup if_running=live (running)', base_label='vm_backup (shut off)')
+        self.row('11c', 'the same, vs if_running suspend', res['live'], res['suspend'], None,
+                 note='suspend pauses the guest for the whole copy',
+                 ours_label='vm_backup if_running=live', base_label='vm_backup if_running=suspend')
+        self.row('11d', 'the same, vs virtnbdbackup full copy', res['live'], res['nbd'], 1.0,
+                 note='sizes: ours %s (with the 3 internal snapshots), virtnbdbackup %s (%.2fx; target <= 0.9x; '
+                 'it drops the snapshots)' % (human(sizes['live'][0]), human(sizes['nbd'][0]),
+                                              sizes['live'][0] / sizes['nbd'][0]),
+                 ours_label='vm_backup if_running=live', base_label='virtnbdbackup -l copy')
+        self.row('11e', 'the same, vs virtnbdbackup -z', res['live'], res['nbd-z'], None,
+                 note='virtnbdbackup -z size %s' % human(sizes['nbd-z'][0]),
+                 ours_label='vm_backup if_running=live', base_label='virtnbdbackup -l copy -z')
+        self.clear(out)
+
     # ------------------------------------------------------------ case 9
 
     def case_9(self):
@@ -1096,7 +1175,7 @@ class Bench:
             steps.append(('1-3', lambda: self.cases_1_2_3(cases)))
         if 4 in cases:
             steps.append(('4', self.case_4))
-        big_cases = [c for c in (5, 6, 7, 10, 8) if c in cases]
+        big_cases = [c for c in (5, 6, 7, 10, 11, 8) if c in cases]
         for c in big_cases:
             steps.append((str(c), lambda c=c: getattr(self, 'case_%d' % c)(self.ensure_big())))
         if 9 in cases:
@@ -1333,15 +1412,15 @@ def parse_cases(text):
             cases.update(range(int(lo), int(hi) + 1))
         else:
             cases.add(int(part))
-    bad = cases - set(range(1, 11))
+    bad = cases - set(CASE_WORK)
     if bad:
-        raise SystemExit('unknown case(s): %s (1-10)' % sorted(bad))
+        raise SystemExit('unknown case(s): %s (%d-%d)' % (sorted(bad), min(CASE_WORK), max(CASE_WORK)))
     return cases
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--cases', default=os.environ.get('CASES') or '1-10', help='e.g. 4,5 or 1-3 (default all)')
+    parser.add_argument('--cases', default=os.environ.get('CASES') or '1-%d' % max(CASE_WORK), help='e.g. 4,5 or 1-3 (default all)')
     parser.add_argument('--quick', action='store_true', default=os.environ.get('QUICK', '').lower() not in ('', '0', 'no', 'false'),
                         help='smoke check: 2 repetitions, 4 domains, 1 GiB image, 2 GiB sparse disk')
     parser.add_argument('--reps', type=int, help='repetitions for every case')

@@ -155,9 +155,9 @@ def make_backup_locked(conn, dom, request):
     name, when = free_name(dest, contents.name, contents.uuid, utcnow_ms(), request.suffix)
     try:
         hold.take()
-        pause_point('backup-held')
         # Again, now that the disks are still: the definition is the one from before the hold.
         contents = discover(conn, hold.dom, xml=contents.xml)
+        pause_point('backup-held')
         backup = write_backup(contents, dest, name, when, state, request)
         # Inside the try: a signal before or during the give-back still brings the domain back.
         _done, restart_error = hold.give_back()

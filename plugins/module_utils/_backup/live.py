@@ -29,7 +29,12 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
     translate,
 )
 
-from ansible_collections.kvm.snapshots.plugins.module_utils._domain_xml import backup_overlays, overlay_path, overlays_in
+from ansible_collections.kvm.snapshots.plugins.module_utils._domain_xml import (
+    backup_overlays,
+    overlay_disk,
+    overlay_path,
+    overlays_in,
+)
 
 from .errors import human_size
 from .files import free_bytes
@@ -135,9 +140,12 @@ class LiveOverlay:
             if os.path.lexists(stale):   # not in the definition (merge_leftovers ran): merged or never used
                 os.unlink(stale)
         started = time.monotonic()
+        # Set before the call: a signal taken as it returns still has the overlays merged back.
+        self.disks = disks
         try:
             self.dom.snapshotCreateXML(overlay_xml(root, disks), snapshot_flags(self.quiesce))
         except libvirt.libvirtError as exc:
+            self.disks = []     # atomic: no overlay was made
             if self.quiesce and 'agent' in str(exc).lower():
                 raise OperationFailed("quiesce failed: the QEMU guest agent of domain '%s' did not freeze its file "
                                       "systems (%s): start qemu-guest-agent in the guest, or drop quiesce for a "
@@ -147,7 +155,6 @@ class LiveOverlay:
                                   "suspend (nothing was changed)" % (self.name, translate(exc))) from None
         self.since = time.monotonic()
         self.held += self.since - started
-        self.disks = disks
 
     def seconds(self):
         """How long the guest's disks had the overlay."""
@@ -185,24 +192,38 @@ def connection_broke(exc):
 
 
 def merge_all(holder, overlays):
-    """Commit each overlay of ``overlays`` into its disk and pivot; the seconds the pivots froze the guest."""
-    frozen = 0.0
+    """Commit each overlay of ``overlays`` into its disk and pivot; the seconds the pivots froze the guest.
+
+    Every disk is tried; those that could not be merged keep their overlay, in use, and are named.
+    """
+    frozen, failures, merged = 0.0, [], []
     for target, overlay in overlays:
         for attempt in (1, 2):
             try:
                 frozen += merge_disk(holder.dom, target)
+                unlink_merged(overlay)
+                merged.append(overlay)
                 break
             except libvirt.libvirtError as exc:
                 if attempt == 1 and connection_broke(exc):
                     holder.reconnect()
                     continue
-                raise OperationFailed(merge_failed(holder.name, target, overlay, translate(exc))) from None
-        try:
-            os.unlink(overlay)
-        except FileNotFoundError:
-            pass
-    fix_definition(holder.dom, holder.name)
+                failures.append(merge_failed(holder.name, target, overlay, translate(exc)))
+                break
+            except OperationFailed as exc:
+                failures.append(merge_failed(holder.name, target, overlay, exc))
+                break
+    fix_definition(holder.dom, merged)
+    if failures:
+        raise OperationFailed('; '.join(failures))
     return frozen
+
+
+def unlink_merged(overlay):
+    try:
+        os.unlink(overlay)
+    except FileNotFoundError:
+        pass
 
 
 def merge_failed(name, target, overlay, why):
@@ -213,8 +234,13 @@ def merge_failed(name, target, overlay, why):
 
 def merge_disk(dom, target):
     """Active block commit of ``target``'s overlay, then pivot; the seconds the pivot took."""
-    if dom.blockJobInfo(target, 0):
-        dom.blockJobAbort(target, 0)    # our own job, left by a run that died: start over
+    check_backing(dom, target)
+    job = dom.blockJobInfo(target, 0)
+    if job and job.get('type') == libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT:
+        dom.blockJobAbort(target, 0)    # a merge of a run that died, not pivoted: start over
+    elif job:
+        raise OperationFailed('another block job runs on the disk (virsh blockjob %s %s --info): wait for it to end'
+                              % (dom.name(), target))
     dom.blockCommit(target, None, None, 0, libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE)
     deadline = time.monotonic() + MERGE_TIMEOUT
     while True:
@@ -233,6 +259,18 @@ def merge_disk(dom, target):
             dom.blockJobAbort(target, 0)
             raise OperationFailed('the block commit of disk %s did not become ready within %d s' % (target, MERGE_TIMEOUT))
         time.sleep(0.02)
+
+
+def check_backing(dom, target):
+    """Refuse to commit an overlay that no longer has the disk under it (a block pull copied the disk into it)."""
+    for disk in parse_xml(dom.XMLDesc(0)).iterfind('devices/disk'):
+        if disk.find('target').get('dev') == target and disk.find('backingStore/source') is None:
+            overlay = disk.find('source').get('file')
+            raise OperationFailed(
+                "the overlay no longer has the disk under it (a block pull copied the disk into it), so the guest runs "
+                "on it alone; copy it back into the disk, which keeps its internal snapshots: 'virsh blockcopy %s %s "
+                "%s --reuse-external --format qcow2 --transient-job --wait --pivot', then run vm_backup again"
+                % (dom.name(), target, overlay_disk(overlay)))
 
 
 def undo_overlays(root, overlays):
@@ -254,13 +292,12 @@ def undo_overlays(root, overlays):
     return changed
 
 
-def fix_definition(dom, name):
-    """Point the persistent definition back at the disks if libvirt left it on an overlay."""
-    if not dom.isPersistent():
+def fix_definition(dom, merged):
+    """Point the persistent definition back at the disks if libvirt left it on one of the ``merged`` overlays."""
+    if not dom.isPersistent() or not merged:
         return
     root = parse_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE))
-    overlays = [path for _t, path in overlays_in(root)]
-    if overlays and undo_overlays(root, overlays):
+    if undo_overlays(root, merged):
         dom.connect().defineXML(to_text(root))
 
 
@@ -276,14 +313,17 @@ def merge_leftovers(holder):
     if not left:
         return []
     if dom.isActive():
-        live = overlays_in(parse_xml(dom.XMLDesc(0)))
-        merge_all(holder, live)
+        in_use = overlays_in(parse_xml(dom.XMLDesc(0)))
+        merge_all(holder, in_use)
+        # Named by the persistent definition only: the running guest writes to its disk, not to them.
+        stale = [overlay for pair in left if pair not in in_use for overlay in pair[1:]]
     else:
         for target, overlay in left:
             commit_offline(holder.name, target, overlay)
-        fix_definition(dom, holder.name)
-        for _target, overlay in left:
-            os.unlink(overlay)
+        stale = [overlay for _target, overlay in left]
+    fix_definition(dom, stale)
+    for overlay in stale:
+        unlink_merged(overlay)
     return ["domain '%s' had the live backup overlay %s on disk %s, left by a backup that did not finish: its "
             "writes were merged back into the disk first" % (holder.name, overlay, target) for target, overlay in left]
 

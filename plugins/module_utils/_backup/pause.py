@@ -20,7 +20,7 @@ def pause_point(point):
     (10 minutes at most), so an integration test can act inside the window (write as
     the guest, SIGKILL the module) and then let it go on. Points: ``restore-commit``
     (domain undefined, first file set aside), ``backup-held`` (the domain held for the
-    copy: overlays in place, paused or shut down; nothing copied yet).
+    copy: overlays in place, paused or shut down; files about to be copied).
     """
     spec = os.environ.get(PAUSE_ENV, '')
     if not spec.startswith(point + ':'):

@@ -133,6 +133,9 @@ class FakeDom:
     def name(self):
         return 'web1'
 
+    def XMLDesc(self, flags):
+        return ON_OVERLAY
+
     def isPersistent(self):
         return False
 
@@ -207,3 +210,14 @@ def test_a_refused_merge_keeps_the_overlay_and_says_how_to_merge_it(tmp_path):
         "job): the guest's writes are safe in %s, which it keeps using: run vm_backup on the domain again, which "
         "merges it first, or merge it by hand ('virsh blockcommit web1 vda --active --pivot')" % overlay)
     assert overlay.exists()
+
+
+def test_an_overlay_a_block_pull_flattened_is_not_committed_and_the_way_back_is_named(tmp_path):
+    dom = FakeDom([])
+    dom.XMLDesc = lambda flags: ON_OVERLAY.replace("<backingStore type='file'><format type='raw'/><source "
+                                                   "file='/img/web1.raw'/></backingStore>", '<backingStore/>')
+    with pytest.raises(lv.OperationFailed, match=r"a block pull copied the disk into it.*'virsh blockcopy web1 vda "
+                                                 r"/img/web1.raw --reuse-external --format qcow2 --transient-job "
+                                                 r"--wait --pivot'"):
+        merge_all(Holder(dom), [('vda', '/img/.web1.raw.kvmsnap-overlay')])
+    assert ('commit', 'vda') not in dom.calls
