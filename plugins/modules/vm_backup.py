@@ -14,7 +14,8 @@ description:
     security info such as VNC passwords), every disk image with its whole backing chain (qcow2 and raw),
     the NVRAM of a UEFI domain, the TPM state if there is any, every snapshot's definition in
     topological order with which one is current, and a manifest with format version, domain, libvirt and
-    QEMU versions, and each file's size, sparse map and SHA-256.
+    QEMU versions, and each file's size, sparse map and SHA-256. A running domain is copied while it runs
+    (O(if_running=live), the default), with every internal snapshot.
   - V(verified) reads a backup from O(src) end to end, checking every checksum, every member path and the
     manifest. It changes nothing.
   - V(restored) verifies O(src) completely, then puts the files back (sparse where the source was),

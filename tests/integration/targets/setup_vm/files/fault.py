@@ -134,7 +134,12 @@ def do_restart(args, deadline):
     else:
         os.kill(pid, signal.SIGKILL)
     down = time.monotonic() - stopped_at
-    subprocess.run(['libvirtd', '-d'], check=True)
+    # The old daemon's pidfile lock can outlive its pid by a moment (a child it forked still
+    # holds the descriptor): try again for a while before giving up.
+    while subprocess.run(['libvirtd', '-d'], check=False).returncode != 0:
+        if time.monotonic() > stopped_at + 30:
+            raise SystemExit('libvirtd would not start again')
+        time.sleep(0.5)
     while time.monotonic() < stopped_at + 60 and not libvirtd_answers():
         time.sleep(0.1)
     return 0, dict(done=True, old_pid=pid, matched_at_stop=seen, seconds_down=round(down, 2),
