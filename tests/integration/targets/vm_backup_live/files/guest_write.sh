@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Write to a running domain's disk as its guest would (no guest OS needed):
 #   guest_write.sh DOMAIN DISK_INDEX PATTERN OFFSET LENGTH
 # DISK_INDEX 0 is the first virtio disk (vda), 1 the second (vdb). QEMU's own
