@@ -43,20 +43,27 @@ OVERLAY_ROOM = 64 << 20         # free space asked for beside a disk: the overla
 AGENT_CHANNEL = 'org.qemu.guest_agent.0'
 MERGE_TIMEOUT = 3600            # one disk's active commit: the guest's writes during the copy, at disk speed
 RECONNECT_TIMEOUT = 120         # a libvirt daemon restarted during the copy: wait this long for it to answer
+KINDS = dict(block='block device', volume='storage pool volume', network='network disk')
 SNAPSHOT_FLAGS = ('VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY', 'VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA',
                   'VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC')
 
 
-def covered_disks(root):
-    """``[(target, path)]``: the disks the overlay covers (writable file disks); others need none."""
+def covered_disks(root, name='domain'):
+    """``[(target, path)]``: the disks an overlay covers, every writable one; refuses one that is not a file."""
     disks = []
     for disk in root.iterfind('devices/disk'):
         source = disk.find('source')
         if disk.get('device', 'disk') not in ('disk', 'lun') or disk.find('readonly') is not None \
-                or source is None or not source.get('file'):
+                or source is None or not (source.attrib or len(source)):
             continue
-        disks.append((disk.find('target').get('dev'), source.get('file')))
+        target = disk.find('target').get('dev')
+        if disk.get('type', 'file') != 'file' or not source.get('file'):
+            raise InvalidInput("disk %s of domain '%s' is a %s, and a live backup puts its overlays on file disks "
+                               "only: use if_running: suspend (paused for the copy) or shutdown (nothing was changed)"
+                               % (target, name, KINDS.get(disk.get('type'), disk.get('type') + ' disk')))
+        disks.append((target, source.get('file')))
     return disks
+
 
 
 def overlay_xml(root, disks):
@@ -129,7 +136,7 @@ class LiveOverlay:
                                "add one (<channel type='unix'><target type='virtio' name='%s'/></channel>) and run "
                                "qemu-guest-agent in the guest, or drop quiesce for a crash-consistent backup "
                                "(nothing was changed)" % (self.name, AGENT_CHANNEL))
-        disks = covered_disks(root)
+        disks = covered_disks(root, self.name)
         check_room(self.name, disks)
         return root, disks
 

@@ -74,6 +74,21 @@ def test_only_writable_disks_get_an_overlay_and_every_other_disk_is_left_alone()
         == ['/img/.web1.qcow2.kvmsnap-overlay', '/img/.data.raw.kvmsnap-overlay']
 
 
+@pytest.mark.parametrize('disk, kind', [
+    ("<disk type='block' device='disk'><source dev='/dev/vg0/data'/><target dev='vdd'/></disk>", 'a block device'),
+    ("<disk type='volume' device='disk'><source pool='default' volume='d.qcow2'/><target dev='vdd'/></disk>",
+     'a storage pool volume'),
+])
+def test_a_writable_disk_that_is_not_a_file_is_refused_before_anything(disk, kind):
+    root = lv.parse_xml(DOMAIN.replace('</devices>', disk + '</devices>'))
+    with pytest.raises(lv.InvalidInput, match=r"^disk vdd of domain 'web1' is %s, and a live backup puts its overlays "
+                                              r"on file disks only: use if_running: suspend .*\(nothing was changed\)$"
+                       % kind):
+        covered_disks(root, 'web1')
+    readonly = lv.parse_xml(DOMAIN.replace('</devices>', disk.replace('<target', '<readonly/><target') + '</devices>'))
+    assert [t for t, _p in covered_disks(readonly, 'web1')] == ['vda', 'vdb']
+
+
 def test_an_overlay_path_is_escaped_in_the_snapshot_definition():
     root = lv.parse_xml(DOMAIN.replace('/img/web1.qcow2', "/img/it&apos;s &lt;&amp;&gt;.qcow2"))
     snap = lv.parse_xml(overlay_xml(root, covered_disks(root)))
