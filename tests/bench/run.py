@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, kvm.snapshots contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""make bench: kvm.snapshots against the shell it replaces (issue 6).
+"""make bench: kvm.snapshots against the shell it replaces (issue 6; case 11: issue 15).
 
 A benchmark, never a test: it sets up its own domains (prefix kvmsnap-bench-)
 on the real libvirtd (qemu:///system), runs each pair side by side in one run,
@@ -57,6 +57,7 @@ BIGX = PREFIX + 'bigxfs'
 SPARSE = PREFIX + 'sparse'
 DENSE = PREFIX + 'dense'
 LIVE = PREFIX + 'live-'
+BLOCK = PREFIX + 'block'
 MODULES = 'ansible_collections.kvm.snapshots.plugins.modules.'
 MIB = 1 << 20
 GIB = 1 << 30
@@ -72,6 +73,7 @@ CASE_WORK = {
     8: 'restore of 5',
     9: 'raw sparse disk: backup + restore',
     10: 'read limit, cold cache',
+    11: 'block device backup (a loop device with the data of 5)',
 }
 
 
@@ -392,6 +394,7 @@ class Bench:
                 self.remove_domain(name)
             except libvirt.libvirtError as exc:
                 log('cleanup: %s: %s' % (name, exc))
+        self.detach_loops()
         mnt = self.work / 'xfs'
         if os.path.ismount(mnt):
             subprocess.run(['umount', str(mnt)], check=False)
@@ -1026,6 +1029,68 @@ class Bench:
                                      else 'drop_caches refused: posix_fadvise(DONTNEED) on the files'),
                  ours_label='vm_backup format=directory', base_label='cat files > /dev/null')
 
+    # ------------------------------------------------------------ case 11
+
+    def block_file(self):
+        return self.work / (BLOCK + '.raw')
+
+    def detach_loops(self):
+        """Detach every loop device on case 11's file (a killed run leaves them)."""
+        found = subprocess.run(['losetup', '-j', str(self.block_file()), '-n', '-O', 'NAME'], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, check=False).stdout.split()
+        for dev in found:
+            subprocess.run(['losetup', '-d', dev], check=False)
+
+    def case_11(self, big):
+        """A raw block device (a loop device) holding the image of case 5 as raw data: the virtual size, with its
+        data and the zeros between; backed up by vm_backup vs read with dd into zstd at the same level."""
+        reps = self.reps(5)
+        out = self.work / 'out' / 'c11'
+        raw = self.block_file()
+        self.detach_loops()
+        self.remove_domain(BLOCK)
+        sh(['qemu-img', 'convert', '-q', '-U', '-f', 'qcow2', '-O', 'raw', str(big['disk']), str(raw)])
+        dev = sh(['losetup', '-f', '--show', str(raw)]).strip()
+        try:
+            size = int(sh(['blockdev', '--getsize64', dev]).strip())
+            data = os.stat(raw).st_blocks * 512
+            log('case 11: %s, %s with %s of data' % (dev, human(size), human(data)))
+            xml = self.domain_xml(BLOCK, dev, fmt='raw').replace(
+                "<disk type='file' device='disk'>", "<disk type='block' device='disk'>").replace(
+                "<source file='%s'/>" % dev, "<source dev='%s'/>" % dev)
+            self.lv().defineXML(xml)
+            sizes = {}
+
+            def ours(rep):
+                m = self.module('vm_backup', self.backup_args(BLOCK, out / 'ours'))
+                sizes.setdefault('ours', []).append(m.extra['result']['backup']['size'])
+                return m
+
+            def base(rep):
+                (out / 'base').mkdir(parents=True, exist_ok=True)
+                target = out / 'base' / 'b.raw.zst'
+                m = self.timed('dd if=%s bs=1M status=none | zstd -3 -T0 -q -o %s' % (dev, target))
+                sizes.setdefault('base', []).append(os.path.getsize(target))
+                return m
+            res = self.interleave('11', [
+                ('ours', ours, lambda rep: sync(), lambda rep, m: self.clear(out / 'ours'), None),
+                ('dd|zstd', base, lambda rep: sync(), lambda rep, m: self.clear(out / 'base'), None),
+            ], reps)
+            self.row('11a', 'block device %s with %s of data: backup' % (human(size), human(data)), res['ours'],
+                     res['dd|zstd'], 1.2, ours_label='vm_backup defaults (archive, zstd 3, all cores), a type=block disk',
+                     base_label='dd if=DEV bs=1M | zstd -3 -T0')
+            ratio = statistics.median(sizes['ours']) / statistics.median(sizes['base'])
+            self.rows.append(dict(case='11b', work='its backup size vs the compressed data', ours=None, base=None,
+                                  ratio=ratio, target='<= 1.05x', met='yes' if ratio <= 1.05 else 'NO',
+                                  note='backup %s, dd | zstd %s (device %s, %s of data)'
+                                  % (human(statistics.median(sizes['ours'])), human(statistics.median(sizes['base'])),
+                                     human(size), human(data)),
+                                  ours_label='size of the archive', base_label='size of dd | zstd -3 -T0', n=None))
+        finally:
+            self.remove_domain(BLOCK)
+            subprocess.run(['losetup', '-d', dev], check=False)
+            self.clear(out, raw)
+
     # ------------------------------------------------------------ case 9
 
     def case_9(self):
@@ -1096,7 +1161,7 @@ class Bench:
             steps.append(('1-3', lambda: self.cases_1_2_3(cases)))
         if 4 in cases:
             steps.append(('4', self.case_4))
-        big_cases = [c for c in (5, 6, 7, 10, 8) if c in cases]
+        big_cases = [c for c in (5, 6, 7, 10, 11, 8) if c in cases]
         for c in big_cases:
             steps.append((str(c), lambda c=c: getattr(self, 'case_%d' % c)(self.ensure_big())))
         if 9 in cases:
@@ -1200,7 +1265,7 @@ class Bench:
             except (OSError, ValueError):
                 state = dict(rows=[], rss=[], raw={})
             ran = {case_of(r['case']) for r in self.rows} | {case_of(c) for c in self.raw}
-            ran |= cases if cases == set(range(1, 11)) else set()
+            ran |= cases if cases == set(range(1, 12)) else set()
             state['rows'] = [r for r in state['rows'] if case_of(r['case']) not in ran] + self.rows
             state['rows'].sort(key=lambda r: (case_of(r['case']), r['case']))
             state['rss'] = [e for e in state['rss'] if case_of(e['case']) not in ran] + rss
@@ -1333,15 +1398,15 @@ def parse_cases(text):
             cases.update(range(int(lo), int(hi) + 1))
         else:
             cases.add(int(part))
-    bad = cases - set(range(1, 11))
+    bad = cases - set(range(1, 12))
     if bad:
-        raise SystemExit('unknown case(s): %s (1-10)' % sorted(bad))
+        raise SystemExit('unknown case(s): %s (1-11)' % sorted(bad))
     return cases
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--cases', default=os.environ.get('CASES') or '1-10', help='e.g. 4,5 or 1-3 (default all)')
+    parser.add_argument('--cases', default=os.environ.get('CASES') or '1-11', help='e.g. 4,5 or 1-3 (default all)')
     parser.add_argument('--quick', action='store_true', default=os.environ.get('QUICK', '').lower() not in ('', '0', 'no', 'false'),
                         help='smoke check: 2 repetitions, 4 domains, 1 GiB image, 2 GiB sparse disk')
     parser.add_argument('--reps', type=int, help='repetitions for every case')
