@@ -167,8 +167,8 @@ class Restorer:
         """A block device is overwritten only with force; without it the way out is disk_dir."""
         if not self.request.force:
             raise InvalidInput('%s of the backup is the block device %s (disk %s): set force: true to overwrite that '
-                               'device, or restore with disk_dir to put it into a file' % (entry.name, entry.path,
-                                                                                            entry.target))
+                               'device, or restore with disk_dir to put it into a file'
+                               % (entry.name, entry.path, entry.target))
         self.devices[entry.name] = entry.path
 
     def _plan_volume(self, entry):
@@ -209,8 +209,8 @@ class Restorer:
                                'with disk_dir' % (final, entry.target, exc.strerror)) from None
         if size < entry.size:
             raise InvalidInput('the block device %s (disk %s) has %s, the backup holds %s: use a device at least that '
-                               'large, or restore with disk_dir' % (final, entry.target, human_size(size),
-                                                                     human_size(entry.size)))
+                               'large, or restore with disk_dir'
+                               % (final, entry.target, human_size(size), human_size(entry.size)))
 
     def device_writers(self):
         """A writer per block device the restore overwrites; opened only once every byte has been verified."""
