@@ -363,9 +363,10 @@ def write_devices(src, restorer):
                               'and restore again (nothing else was changed)'
                               % (', '.join(sorted(restorer.devices.values())), exc.strerror or exc)) from None
     except BackupDamaged as exc:
-        raise OperationFailed('the backup could not be read again to write the block device(s) %s: %s: they may '
+        raise OperationFailed('the backup could not be read again to write the block device(s) %s: %s; they may '
                               'hold part of it (nothing else was changed)'
-                              % (', '.join(sorted(restorer.devices.values())), exc)) from None
+                              % (', '.join(sorted(restorer.devices.values())),
+                                 str(exc).replace(': use another backup (nothing was changed)', ''))) from None
     finally:
         handler.close()
 

@@ -17,7 +17,12 @@ import pytest
 pytest.importorskip('lxml')
 
 from ansible_collections.kvm.snapshots.plugins.module_utils._backup import disks as disks_module  # noqa: E402
-from ansible_collections.kvm.snapshots.plugins.module_utils._backup.contents import check_disks, discover  # noqa: E402
+from ansible_collections.kvm.snapshots.plugins.module_utils._backup import restore as restore_module  # noqa: E402
+from ansible_collections.kvm.snapshots.plugins.module_utils._backup.contents import (  # noqa: E402
+    Contents,
+    check_disks,
+    discover,
+)
 from ansible_collections.kvm.snapshots.plugins.module_utils._backup.disks import (  # noqa: E402
     DeviceWriter,
     disk_keys,
@@ -32,12 +37,17 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._backup.manifest imp
     Manifest,
     check_manifest,
 )
-from ansible_collections.kvm.snapshots.plugins.module_utils._backup.request import ReadRequest  # noqa: E402
-from ansible_collections.kvm.snapshots.plugins.module_utils._backup.restore import Restorer  # noqa: E402
+from ansible_collections.kvm.snapshots.plugins.module_utils._backup.request import ReadRequest, read_request  # noqa: E402
+from ansible_collections.kvm.snapshots.plugins.module_utils._backup.restore import Restorer, restore_backup  # noqa: E402
+from ansible_collections.kvm.snapshots.plugins.module_utils._backup.write import write_backup  # noqa: E402
 from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import InvalidInput, parse_xml  # noqa: E402
 from ansible_collections.kvm.snapshots.tests.unit.plugins.module_utils._backup.helpers import (  # noqa: E402
+    HOST,
+    NAME,
     UUID,
+    WHEN,
     manifest_data,
+    request_for,
 )
 
 VOLUME_DISK = "<disk type='volume' device='disk'><driver name='qemu' type='qcow2'/>" \
@@ -254,3 +264,34 @@ def test_the_device_writer_leaves_nothing_of_the_old_content(tmp_path, monkeypat
     expected[4096:4096 + len(chunk)] = chunk
     expected[300000:300010] = b'\xcc' * 10
     assert path.read_bytes() == bytes(expected) + b'\xff' * 4096
+
+
+# ---------------------------------------------------------------- a restore onto a device, end to end
+
+def test_a_restore_writes_a_device_only_with_force_and_only_what_the_backup_holds(conn, tmp_path, monkeypatch):
+    """Backup and restore of a block disk on test:///default; a regular file stands in for the device (the real
+    loop device is the integration target's): without force nothing is touched, with force it is overwritten."""
+    device = tmp_path / 'device'
+    original = bytearray(4 << 20)
+    original[1 << 20:(1 << 20) + 4096] = b'\x5c' * 4096
+    original[-512:] = b'\x7e' * 512
+    device.write_bytes(bytes(original))
+    xml = DOMAIN.format(disks=BLOCK_DISK.format(dev=device))
+    entry = FileEntry(name='disks/00-device', role='disk', path=str(device), size=len(original), format='raw',
+                      target='vdb', source='block')
+    contents = Contents(name='unit1', uuid=UUID, xml=xml, files=[entry], host=dict(HOST))
+    dest = tmp_path / 'dest'
+    dest.mkdir()
+    backup = write_backup(contents, str(dest), NAME, WHEN, 'shutoff', request_for(dest, 'directory'))
+    scribbled = b'\xff' * len(original)
+    device.write_bytes(scribbled)
+    monkeypatch.setattr(restore_module, 'is_block', lambda path: path == str(device))
+    params = dict(uri='test:///default', state='restored', src=backup['path'], domain=None, dest=None, keep=None,
+                  disk_dir=None, start=False)
+    with pytest.raises(InvalidInput, match='set force: true to overwrite that device'):
+        restore_backup(read_request(dict(params, force=False)))
+    assert device.read_bytes() == scribbled
+    result = restore_backup(read_request(dict(params, force=True)))
+    assert [(f['path'], f['source']) for f in result['restored']['files']] == [(str(device), 'block')]
+    assert device.read_bytes() == bytes(original)
+    assert "<source dev='%s'/>" % device in conn.lookupByName('unit1').XMLDesc(0)
