@@ -25,6 +25,15 @@ description:
     checksums are recorded; an interrupted or failed backup leaves no file that looks complete. Free space
     is checked first. Files are created mode 0600 and directories 0700 whatever the umask, since disk
     images and domain XML can hold secrets.
+  - Disks can be files (C(<disk type='file'>)), block devices such as LVM logical volumes or partitions
+    (C(<disk type='block'>)) and volumes of C(dir), C(fs) and C(netfs) storage pools (C(<disk type='volume'>),
+    resolved through libvirt's storage API to their file and backed up like a file disk, internal snapshots
+    included; the manifest records the pool, volume, format and capacity). Network disks and volumes of other
+    pool types are refused.
+  - A block device is read whole; its runs of zeros cost (next to) no space in an archive compressed with
+    zstd (the default) or in format V(directory) (holes), but are stored in full with O(compression=none).
+    A raw block device cannot hold internal snapshots; the backup holds its current content, says so in a
+    warning, and backs up the rest of the domain.
   - The module reads and writes the disk images and the backup itself, so it must run on the hypervisor
     (or where both are mounted at the same paths); O(uri) still chooses the libvirt connection.
 author:
@@ -165,12 +174,18 @@ options:
         instead of its original path, rewriting the paths in the domain definition, in every snapshot's
         definition and, for moved backing files, in the qcow2 headers.
       - NVRAM and TPM state always go back to libvirt's own places.
+      - A block device or storage-pool volume becomes a file here (a sparse raw file for a block device),
+        and its disk a C(type='file') disk. Without O(disk_dir) a volume goes back into its pool (created
+        through the storage API when it is missing) and the definition keeps pointing at the volume.
     type: path
   force:
     description:
       - With O(state=restored), replace an existing domain of the same name, which must be shut off
         (a running domain is always refused), and existing files at the restored paths.
       - Without it, an existing domain or an existing file at a restored path is refused.
+      - A block device in the backup is written back onto the device (which must exist, be at least as
+        large and not be in use) only with O(force=true), and only once the whole backup has been verified;
+        without it, restore with O(disk_dir).
       - The old definition and files are only removed once the restored ones are in place; a failed
         restore puts them back.
     type: bool
@@ -344,6 +359,37 @@ backup:
     manifest_sha256:
       description: SHA-256 of the backup's C(manifest.json).
       type: str
+    disks:
+      description: The domain's disks as they were backed up.
+      type: list
+      elements: dict
+      returned: success, not in check mode
+      contains:
+        target:
+          description: The disk's target device.
+          type: str
+          sample: vda
+        type:
+          description: V(file), V(block) or V(volume).
+          type: str
+        path:
+          description: The file or device read (a volume's file).
+          type: str
+        format:
+          description: The image format, as qemu-img reads it.
+          type: str
+          sample: qcow2
+        internal_snapshots:
+          description: Whether the image can hold internal snapshots (qcow2); a raw disk cannot.
+          type: bool
+        pool:
+          description: The storage pool of a volume.
+          type: str
+          returned: for a volume
+        volume:
+          description: The volume's name in its pool.
+          type: str
+          returned: for a volume
     duration:
       description: Seconds the backup took, including stopping or pausing the domain.
       type: float
@@ -469,6 +515,10 @@ restored:
           description: Where it is restored to (with O(disk_dir), the new place of a disk).
           type: str
           sample: /var/lib/libvirt/images/web1.qcow2
+        source:
+          description: What the domain named when it was backed up, V(file), V(block) (a block device) or V(volume)
+            (a storage-pool volume).
+          type: str
         size:
           description: Its size in bytes.
           type: int

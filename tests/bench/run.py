@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, kvm.snapshots contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""make bench: kvm.snapshots against the shell it replaces (issue 6).
+"""make bench: kvm.snapshots against the shell it replaces (issue 6; case 11: issue 15).
 
 A benchmark, never a test: it sets up its own domains (prefix kvmsnap-bench-)
 on the real libvirtd (qemu:///system), runs each pair side by side in one run,
@@ -57,6 +57,7 @@ BIGX = PREFIX + 'bigxfs'
 SPARSE = PREFIX + 'sparse'
 DENSE = PREFIX + 'dense'
 LIVE = PREFIX + 'live-'
+BLOCK = PREFIX + 'block'
 MODULES = 'ansible_collections.kvm.snapshots.plugins.modules.'
 MIB = 1 << 20
 GIB = 1 << 30
@@ -72,7 +73,8 @@ CASE_WORK = {
     8: 'restore of 5',
     9: 'raw sparse disk: backup + restore',
     10: 'read limit, cold cache',
-    11: 'live backup of a running domain vs suspend, offline and virtnbdbackup',
+    11: 'block device backup (a loop device with the data of 5)',
+    12: 'live backup of a running domain vs suspend, offline and virtnbdbackup',
 }
 
 
@@ -393,6 +395,7 @@ class Bench:
                 self.remove_domain(name)
             except libvirt.libvirtError as exc:
                 log('cleanup: %s: %s' % (name, exc))
+        self.detach_loops()
         mnt = self.work / 'xfs'
         if os.path.ismount(mnt):
             subprocess.run(['umount', str(mnt)], check=False)
@@ -1029,7 +1032,7 @@ class Bench:
 
     # ------------------------------------------------------------ case 11
 
-    def case_11(self, big):
+    def case_12(self, big):
         """The big domain running: if_running live vs suspend vs the same backup shut off, and virtnbdbackup.
 
         virtnbdbackup (Debian's package) is what users would pick for running guests: a full copy
@@ -1039,7 +1042,7 @@ class Bench:
         reps = self.reps(3)
         out = self.work / 'out' / 'c11'
         if shutil.which('virtnbdbackup') is None:
-            log('case 11: virtnbdbackup missing: apt-get install -y virtnbdbackup')
+            log('case 12: virtnbdbackup missing: apt-get install -y virtnbdbackup')
             sh('DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends virtnbdbackup </dev/null')
         dom = self.lookup(big['name'])
         held, sizes = {}, {}
@@ -1073,7 +1076,7 @@ class Bench:
 
         def clear(key):
             return lambda rep, m: self.clear(out / key)
-        res = self.interleave('11', [
+        res = self.interleave('12', [
             ('live', ours('live'), running, clear('live'), None),
             ('suspend', ours('suspend', if_running='suspend'), running, clear('suspend'), None),
             ('offline', ours('offline'), shut_off, clear('offline'), None),
@@ -1081,7 +1084,7 @@ class Bench:
             ('nbd-z', nbd('nbd-z', '-z'), running, clear('nbd-z'), None),
         ], reps)
         shut_off(None)
-        self.rows.append(dict(case='11a', work='guest disks held by a live backup, seconds', ours=None, base=None,
+        self.rows.append(dict(case='12a', work='guest disks held by a live backup, seconds', ours=None, base=None,
                               ratio=None, target='<= 0.5 s', met='yes' if max(m.seconds for _r, m in held['live'])
                               <= 0.5 else 'NO',
                               note='live held %.3f s (median; max %.3f s); suspend held the guest %.1f s (median)'
@@ -1089,21 +1092,82 @@ class Bench:
                                  self.median(held['suspend'])),
                               ours_label='backup.held_seconds, if_running live',
                               base_label='backup.held_seconds, if_running suspend', n=None))
-        self.row('11b', 'live backup of the running %s domain vs the same backup shut off'
+        self.row('12b', 'live backup of the running %s domain vs the same backup shut off'
                  % human(self.big_spec()['virt']), res['live'], res['offline'], 1.2,
                  ours_label='vm_backup if_running=live (running)', base_label='vm_backup (shut off)')
-        self.row('11c', 'the same, vs if_running suspend', res['live'], res['suspend'], None,
+        self.row('12c', 'the same, vs if_running suspend', res['live'], res['suspend'], None,
                  note='suspend pauses the guest for the whole copy',
                  ours_label='vm_backup if_running=live', base_label='vm_backup if_running=suspend')
-        self.row('11d', 'the same, vs virtnbdbackup full copy', res['live'], res['nbd'], 1.0,
+        self.row('12d', 'the same, vs virtnbdbackup full copy', res['live'], res['nbd'], 1.0,
                  note='sizes: ours %s (with the 3 internal snapshots), virtnbdbackup %s (%.2fx; target <= 0.9x; '
                  'it drops the snapshots)' % (human(sizes['live'][0]), human(sizes['nbd'][0]),
                                               sizes['live'][0] / sizes['nbd'][0]),
                  ours_label='vm_backup if_running=live', base_label='virtnbdbackup -l copy')
-        self.row('11e', 'the same, vs virtnbdbackup -z', res['live'], res['nbd-z'], None,
+        self.row('12e', 'the same, vs virtnbdbackup -z', res['live'], res['nbd-z'], None,
                  note='virtnbdbackup -z size %s' % human(sizes['nbd-z'][0]),
                  ours_label='vm_backup if_running=live', base_label='virtnbdbackup -l copy -z')
         self.clear(out)
+    def block_file(self):
+        return self.work / (BLOCK + '.raw')
+
+    def detach_loops(self):
+        """Detach every loop device on case 11's file (a killed run leaves them)."""
+        found = subprocess.run(['losetup', '-j', str(self.block_file()), '-n', '-O', 'NAME'], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, check=False).stdout.split()
+        for dev in found:
+            subprocess.run(['losetup', '-d', dev], check=False)
+
+    def case_11(self, big):
+        """A raw block device (a loop device) holding the image of case 5 as raw data: the virtual size, with its
+        data and the zeros between; backed up by vm_backup vs read with dd into zstd at the same level."""
+        reps = self.reps(5)
+        out = self.work / 'out' / 'c11'
+        raw = self.block_file()
+        self.detach_loops()
+        self.remove_domain(BLOCK)
+        sh(['qemu-img', 'convert', '-q', '-U', '-f', 'qcow2', '-O', 'raw', str(big['disk']), str(raw)])
+        dev = sh(['losetup', '-f', '--show', str(raw)]).strip()
+        try:
+            size = int(sh(['blockdev', '--getsize64', dev]).strip())
+            data = os.stat(raw).st_blocks * 512
+            log('case 11: %s, %s with %s of data' % (dev, human(size), human(data)))
+            xml = self.domain_xml(BLOCK, dev, fmt='raw').replace(
+                "<disk type='file' device='disk'>", "<disk type='block' device='disk'>").replace(
+                "<source file='%s'/>" % dev, "<source dev='%s'/>" % dev)
+            self.lv().defineXML(xml)
+            # read once untimed: the first reader of a fresh loop device pays for its cache, whichever it is
+            sh('dd if=%s of=/dev/null bs=1M status=none' % dev)
+            sizes = {}
+
+            def ours(rep):
+                m = self.module('vm_backup', self.backup_args(BLOCK, out / 'ours'))
+                sizes.setdefault('ours', []).append(m.extra['result']['backup']['size'])
+                return m
+
+            def base(rep):
+                (out / 'base').mkdir(parents=True, exist_ok=True)
+                target = out / 'base' / 'b.raw.zst'
+                m = self.timed('dd if=%s bs=1M status=none | zstd -3 -T0 -q -o %s' % (dev, target))
+                sizes.setdefault('base', []).append(os.path.getsize(target))
+                return m
+            res = self.interleave('11', [
+                ('ours', ours, lambda rep: sync(), lambda rep, m: self.clear(out / 'ours'), None),
+                ('dd|zstd', base, lambda rep: sync(), lambda rep, m: self.clear(out / 'base'), None),
+            ], reps)
+            self.row('11a', 'block device %s with %s of data: backup' % (human(size), human(data)), res['ours'],
+                     res['dd|zstd'], 1.2, ours_label='vm_backup defaults (archive, zstd 3, all cores), a type=block disk',
+                     base_label='dd if=DEV bs=1M | zstd -3 -T0')
+            ratio = statistics.median(sizes['ours']) / statistics.median(sizes['base'])
+            self.rows.append(dict(case='11b', work='its backup size vs the compressed data', ours=None, base=None,
+                                  ratio=ratio, target='<= 1.05x', met='yes' if ratio <= 1.05 else 'NO',
+                                  note='backup %s, dd | zstd %s (device %s, %s of data)'
+                                  % (human(statistics.median(sizes['ours'])), human(statistics.median(sizes['base'])),
+                                     human(size), human(data)),
+                                  ours_label='size of the archive', base_label='size of dd | zstd -3 -T0', n=None))
+        finally:
+            self.remove_domain(BLOCK)
+            subprocess.run(['losetup', '-d', dev], check=False)
+            self.clear(out, raw)
 
     # ------------------------------------------------------------ case 9
 
@@ -1175,7 +1239,7 @@ class Bench:
             steps.append(('1-3', lambda: self.cases_1_2_3(cases)))
         if 4 in cases:
             steps.append(('4', self.case_4))
-        big_cases = [c for c in (5, 6, 7, 10, 11, 8) if c in cases]
+        big_cases = [c for c in (5, 6, 7, 10, 11, 12, 8) if c in cases]
         for c in big_cases:
             steps.append((str(c), lambda c=c: getattr(self, 'case_%d' % c)(self.ensure_big())))
         if 9 in cases:
@@ -1279,7 +1343,7 @@ class Bench:
             except (OSError, ValueError):
                 state = dict(rows=[], rss=[], raw={})
             ran = {case_of(r['case']) for r in self.rows} | {case_of(c) for c in self.raw}
-            ran |= cases if cases == set(range(1, 11)) else set()
+            ran |= cases if cases == set(range(1, 12)) else set()
             state['rows'] = [r for r in state['rows'] if case_of(r['case']) not in ran] + self.rows
             state['rows'].sort(key=lambda r: (case_of(r['case']), r['case']))
             state['rss'] = [e for e in state['rss'] if case_of(e['case']) not in ran] + rss

@@ -20,6 +20,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
 from ansible_collections.kvm.snapshots.plugins.module_utils._qemu_img import rebase_unsafe
 from ansible_collections.kvm.snapshots.plugins.module_utils._snapshot import SnapshotTree, redefine_snapshot
 
+from .disks import create_volume, delete_volume, refresh_pool
 from .files import SparseWriter, create_file, fsync_dir, hidden_beside, try_lock, unlink_quietly, write_file
 from .names import safe_label
 from .pause import pause_point
@@ -106,6 +107,7 @@ class Swap:
         self.saved = []      # the old definition, then its snapshots'
         self.undefined = False
         self.defined = None
+        self.volumes = []    # the pool volumes created for the restore
 
     def run(self):
         """Commit; the defined domain. On any failure everything is put back, or what could not be is named."""
@@ -128,6 +130,8 @@ class Swap:
             unlink_quietly(aside)
         for path in self.saved:
             unlink_quietly(path)
+        for pool in getattr(self.plan, 'pools', ()):
+            refresh_pool(pool)      # after the set-aside files are gone: a dir pool lists hidden files too
         return self.defined
 
     def _swap(self):
@@ -141,6 +145,9 @@ class Swap:
             self.saved = self._save_old_xml()
             self.existing.undefineFlags(undefine_flags())
             self.undefined = True
+        for pool, spec, path in getattr(plan, 'new_volumes', ()):
+            # through the storage API, so that libvirt knows it; the staged file then takes its place
+            self.volumes.append(create_volume(pool, spec, path))
         for staged in plan.staged.values():
             staged.close()
             if os.path.lexists(staged.final):
@@ -237,6 +244,10 @@ class Swap:
                 left.append((aside, final))
         for staged in self.plan.staged.values():
             staged.discard()
+        for vol in self.volumes:
+            delete_volume(vol)
+        for pool in getattr(self.plan, 'pools', ()):
+            refresh_pool(pool)
         if self.undefined:
             try:
                 old = self.conn.defineXML(self.old_xml)

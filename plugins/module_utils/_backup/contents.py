@@ -12,7 +12,6 @@ import stat
 from typing import List, Optional, Tuple
 
 from ansible_collections.kvm.snapshots.plugins.module_utils._domain_xml import (
-    domain_disks,
     nvram_path,
     referenced_files,
 )
@@ -26,6 +25,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._qemu_img import qem
 from ansible_collections.kvm.snapshots.plugins.module_utils._snapshot import SnapshotTree
 
 from .digest import digest_bytes
+from .disks import is_block, path_size, resolve_volume, source_key
 from .files import dense
 from .manifest import DISK_ROLES, DirectoryEntry, FileEntry, Manifest
 from .names import safe_label
@@ -48,6 +48,7 @@ class Contents:
     host: dict = dataclasses.field(default_factory=dict)
     warnings: List[str] = dataclasses.field(default_factory=list)
     allocated: int = 0                          # bytes the files take on disk
+    disks: List[dict] = dataclasses.field(default_factory=list)   # the domain's disks as the result reports them
 
     @property
     def order(self):
@@ -102,11 +103,25 @@ def host_versions(conn):
 
 
 def file_entry(path, role, member, domain, **extra):
-    """The entry of the regular file ``path``, and the bytes it allocates; refuses anything else."""
+    """The entry of the regular file (or, for ``source='block'``, block device) ``path``, and the bytes it allocates.
+
+    Refuses anything else. A device's size is read from the device; it allocates all of it,
+    and its mode and owner (the device node's) are not recorded: a restore into a file gives
+    it the default ones.
+    """
     try:
         info = os.stat(path)
     except OSError as exc:
         raise OperationFailed('cannot read %s (%s of domain %s): %s' % (path, role, domain, exc.strerror)) from None
+    if extra.get('source') == 'block':
+        if not stat.S_ISBLK(info.st_mode):
+            raise InvalidInput("%s (%s of domain %s) is not a block device, though the domain's disk has type "
+                               "'block': fix the disk's source" % (path, role, domain))
+        try:
+            size = path_size(path)
+        except OSError as exc:
+            raise OperationFailed('cannot read %s (%s of domain %s): %s' % (path, role, domain, exc.strerror)) from None
+        return FileEntry(name=member, role=role, path=path, size=size, **extra), size
     if not stat.S_ISREG(info.st_mode):
         raise InvalidInput('%s (%s of domain %s) is not a regular file: vm_backup only backs up local file '
                            'disks' % (path, role, domain))
@@ -130,24 +145,25 @@ def discover(conn, dom, xml=None):
     contents = Contents(name=dom.name(), uuid=dom.UUIDString(), xml=xml, files=[],
                         snapshots=[(name, tree.by_name[name].xml) for name in tree.topological()],
                         current=tree.current, autostart=bool(dom.autostart()), host=host_versions(conn))
-    _Finder(contents).collect(parse_xml(xml))
+    _Finder(contents, conn).collect(parse_xml(xml))
     return contents
 
 
 class _Finder:
     """Fills a Contents with the files of its domain and snapshots, each once, in manifest order."""
 
-    def __init__(self, contents):
+    def __init__(self, contents, conn=None):
         self.contents = contents
+        self.conn = conn
         self.by_path = {}
 
     def collect(self, root):
         check_disks(root, self.contents.name)
         self._nvram(root)
         self._tpm(root)
-        for disk in domain_disks(root):
-            if disk['path']:
-                self._chain(disk['path'], 'disk', disk['target'])
+        for disk in root.iterfind('devices/disk'):
+            if disk.get('device', 'disk') in ('disk', 'lun'):
+                self._disk(disk)
         for name, xml in self.contents.snapshots:
             snap_root = parse_xml(xml)
             for disk in snap_root.iterfind('disks/disk'):
@@ -164,6 +180,39 @@ class _Finder:
                     else:
                         self.contents.warnings.append("snapshot '%s' refers to %s, which does not exist: not in the "
                                                       "backup" % (name, path))
+
+    def _disk(self, disk):
+        """One disk of the domain: a file, a block device or a pool volume, with its backing chain."""
+        key = source_key(disk)
+        if key is None:
+            return      # an empty drive
+        target = disk.find('target').get('dev')
+        where = "disk %s of domain '%s'" % (target, self.contents.name)
+        extra = {}
+        if key[0] == 'volume':
+            volume = resolve_volume(self.conn, key[1], key[2], where)
+            path = volume.pop('path')
+            extra = dict(source='volume', volume=volume)
+        elif key[0] == 'block':
+            path = key[1]
+            if not is_block(path):
+                raise InvalidInput("%s has type 'block', but %s is not a block device: fix the disk's source"
+                                   % (where, path))
+            extra = dict(source='block')
+        else:
+            path = key[1]
+        top = self._chain(path, 'disk', target, **extra)
+        report = dict(target=target, type=key[0], path=path, format=top.format if top else None,
+                      internal_snapshots=bool(top and top.format == 'qcow2'))
+        if key[0] == 'volume':
+            report.update(pool=key[1], volume=key[2])
+        self.contents.disks.append(report)
+        if key[0] == 'block' and not report['internal_snapshots']:
+            self.contents.warnings.append(
+                "%s is the %s block device %s: it cannot hold internal snapshots, so the backup holds its current "
+                "content only%s" % (where, report['format'] or 'raw', path,
+                                    '; the domain\'s snapshots (%d) hold the states of its other disks'
+                                    % len(self.contents.snapshots) if self.contents.snapshots else ''))
 
     def _nvram(self, root):
         path = nvram_path(root, self.contents.name)
@@ -189,10 +238,11 @@ class _Finder:
                 rel = name if rel_dir == '.' else os.path.join(rel_dir, name)
                 self._add(path, 'tpm', member='tpm/' + '/'.join(safe_label(p) for p in rel.split('/')))
 
-    def _chain(self, path, role, target, snapshot=None):
+    def _chain(self, path, role, target, snapshot=None, **extra):
+        """The entries of ``path`` and its backing chain; the top one (``extra`` applies to it only)."""
         if path in self.by_path:
-            return
-        previous = None
+            return self.by_path[path]
+        previous = top = None
         for depth, image in enumerate(qemu_img_info(path, backing_chain=True)):
             filename = image.get('filename') or path
             if ':' in filename.split('/')[0] or filename.startswith('json:') or not filename.startswith('/'):
@@ -201,13 +251,15 @@ class _Finder:
             entry = self.by_path.get(filename)
             if entry is None:
                 entry = self._add(filename, role if depth == 0 else 'backing', target=target, snapshot=snapshot,
-                                  format=image.get('format'))
+                                  format=image.get('format'), **(extra if depth == 0 else {}))
+            top = top or entry
             if previous is not None:
                 previous.backing = entry.name
             if image.get('backing-filename'):
                 entry.backing_file = image['backing-filename']
                 entry.backing_format = image.get('backing-filename-format')
             previous = entry
+        return top
 
     def _add(self, path, role, member=None, **extra):
         path = os.path.abspath(path)
@@ -226,7 +278,10 @@ class _Finder:
 
 
 def check_disks(root, name):
-    """Refuse a domain with a disk vm_backup cannot copy as a file: network disks, volumes, block devices."""
+    """Refuse a domain with a disk vm_backup cannot copy: network disks, and any type but file, block or volume.
+
+    Volumes of pools whose volumes are not files are refused when they are resolved (``disks.resolve_volume``).
+    """
     for disk in root.iterfind('devices/disk'):
         if disk.get('device', 'disk') not in ('disk', 'lun'):
             continue
@@ -238,6 +293,7 @@ def check_disks(root, name):
             raise InvalidInput("disk %s of domain '%s' is a network disk (%s): vm_backup only backs up local "
                                "file disks; back it up on the storage side, or detach it first"
                                % (target, name, protocol))
-        if kind != 'file' and source is not None and (source.attrib or len(source)):
+        if kind not in ('file', 'block', 'volume') and source is not None and (source.attrib or len(source)):
             raise InvalidInput("disk %s of domain '%s' has type '%s': vm_backup only backs up local file disks "
-                               "(type 'file'); convert it or detach it first" % (target, name, kind))
+                               "(type 'file'), block devices (type 'block') and volumes of dir, fs and netfs pools "
+                               "(type 'volume'); convert it or detach it first" % (target, name, kind))

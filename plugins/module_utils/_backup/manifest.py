@@ -83,6 +83,8 @@ class FileEntry(ModeOwner):
     sha256: Optional[str] = None        # of the XML files, so that a restore can trust them early
     map: Optional[list] = None          # data regions [[offset, length]] of a file with holes
     sparse: Optional[bool] = None
+    source: Optional[str] = None        # what the domain names: None a file, 'block' a device, 'volume' a pool volume
+    volume: Optional[dict] = None       # a volume's pool, name, format, capacity and pool_type (source 'volume')
 
     @property
     def regions(self):
@@ -224,6 +226,31 @@ def _check_entry(entry, seen):
     if role == 'snapshot' and not isinstance(entry.get('snapshot'), str):
         raise BackupDamaged('manifest file %r names no snapshot' % name)
     check_mode_owner(entry, 'manifest file %r' % name)
+    _check_source(entry, name)
+
+
+def _check_source(entry, name):
+    """A disk's ``source`` and ``volume`` (added after format version 1 began: both optional, absent for files)."""
+    source = entry.get('source')
+    if source is None and entry.get('volume') is None:
+        return
+    if source not in ('block', 'volume') or entry.get('role') not in DISK_ROLES:
+        raise BackupDamaged('manifest file %r has an unknown source %r' % (name, source))
+    volume = entry.get('volume')
+    if source == 'block':
+        if volume is not None:
+            raise BackupDamaged('manifest file %r is a block device with a volume record' % name)
+        return
+    if not isinstance(volume, dict) or not all(isinstance(volume.get(k), str) and volume.get(k)
+                                               for k in ('pool', 'name')):
+        raise BackupDamaged('manifest file %r is a volume without a valid pool and volume name' % name)
+    if '/' in volume['name'] or volume['name'] in ('.', '..') or '\x00' in volume['name'] + volume['pool']:
+        raise BackupDamaged('manifest file %r names a volume %r that is no file name' % (name, volume['name']))
+    capacity = volume.get('capacity')
+    if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0:
+        raise BackupDamaged('manifest file %r is a volume without a valid capacity' % name)
+    if volume.get('format') is not None and not isinstance(volume['format'], str):
+        raise BackupDamaged('manifest file %r is a volume with a malformed format' % name)
 
 
 def check_manifest(manifest):

@@ -33,6 +33,8 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
 
 from .commit import RESTORING, StagedFile, Swap, set_aside_leftovers
 from .contents import SWTPM_DIR
+from .disks import (FILE_POOLS, DeviceWriter, disk_keys, entry_key, is_block, lookup_pool, lookup_volume, path_size,
+                    pool_dir, pool_type, to_file_disks)
 from .errors import BackupDamaged, human_size
 from .files import existing_parent, free_bytes, missing_dirs, remove_stale
 from .manifest import DISK_ROLES, FILE_ROLES, XML_ROLES, DirectoryEntry
@@ -56,6 +58,10 @@ class Restorer:
         self.snapshot_xml = []   # (name, xml) in topological order
         self.rebase = []         # (staged member name, new backing path, backing format)
         self.manifest = None
+        self.devices = {}        # member name -> block device it is written onto (force, no disk_dir)
+        self.new_volumes = []    # (pool, volume record, path): volumes the commit creates before placing their file
+        self.pools = []          # the pools whose volumes are restored, refreshed after the commit
+        self.as_files = {}       # source key of a block or volume disk -> the file it becomes (disk_dir)
 
     def prepare(self, manifest, small):
         self.manifest = manifest
@@ -77,8 +83,9 @@ class Restorer:
         self.plan_destinations(manifest, xml, snapshots)
         mapping = {entry.path: self.dest[entry.name] for entry in manifest.files
                    if entry.role in DISK_ROLES and self.dest[entry.name] != entry.path}
-        self.domain_xml = rewrite_paths(xml, mapping)
-        self.snapshot_xml = [(snap, rewrite_paths(snapshots[snap], mapping)) for snap in manifest.order]
+        self.domain_xml = to_file_disks(rewrite_paths(xml, mapping), self.as_files)
+        self.snapshot_xml = [(snap, to_file_disks(rewrite_paths(snapshots[snap], mapping), self.as_files))
+                             for snap in manifest.order]
         self._check_libvirt(name, uuid)
         self._check_files(manifest)
         if self.check_mode:
@@ -86,7 +93,7 @@ class Restorer:
         try:
             self._make_parent_dirs(manifest)
             for entry in manifest.files:
-                if entry.role in FILE_ROLES:
+                if entry.role in FILE_ROLES and entry.name not in self.devices:
                     final = self.dest[entry.name]
                     remove_stale(os.path.dirname(final),
                                  re.compile(r'^\.%s%s[0-9a-f]+$' % (re.escape(os.path.basename(final)),
@@ -101,9 +108,10 @@ class Restorer:
     def plan_destinations(self, manifest, xml, snapshots):
         """Where each file goes: its recorded path, or ``disk_dir`` for disks; refuses a path the XML does not use."""
         disk_root = self.request.disk_root
-        referenced = set(referenced_files(xml))
+        referenced = set(referenced_files(xml)) | disk_keys(xml)
         for snap_xml in snapshots.values():
             referenced.update(referenced_files(snap_xml))
+            referenced.update(disk_keys(snap_xml))
         backing_targets = {entry.backing for entry in manifest.files if entry.backing}
         used = set()
         nvram = nvram_path(parse_xml(xml), manifest.domain_name)
@@ -113,11 +121,19 @@ class Restorer:
                 continue
             path = entry.path
             if entry.role in DISK_ROLES:
-                if path not in referenced and entry.name not in backing_targets:
+                known = entry_key(entry) in referenced if entry.source else path in referenced
+                if not known and entry.name not in backing_targets:
                     raise BackupDamaged('%s would be restored to %s, which neither the domain nor a snapshot uses'
                                         % (entry.name, path))
                 if disk_root is not None:
-                    path = free_path(disk_root, os.path.basename(path), used)
+                    base = entry.volume['name'] if entry.source == 'volume' else os.path.basename(path)
+                    path = free_path(disk_root, base, used)
+                    if entry.source:
+                        self.as_files[entry_key(entry)] = path
+                elif entry.source == 'block':
+                    self._plan_device(entry)
+                elif entry.source == 'volume':
+                    path = self._plan_volume(entry)
             elif entry.role == 'nvram':
                 if path != nvram:
                     raise BackupDamaged('its NVRAM would go to %s, but the domain uses %s' % (path, nvram or 'none'))
@@ -146,6 +162,59 @@ class Restorer:
                 os.path.normpath(os.path.join(os.path.dirname(self.dest[entry.name]), old_ref))
             if resolved != new_backing:
                 self.rebase.append((entry.name, new_backing, manifest.entry(entry.backing).format or 'raw'))
+
+    def _plan_device(self, entry):
+        """A block device is overwritten only with force; without it the way out is disk_dir."""
+        if not self.request.force:
+            raise InvalidInput('%s of the backup is the block device %s (disk %s): set force: true to overwrite that '
+                               'device, or restore with disk_dir to put it into a file'
+                               % (entry.name, entry.path, entry.target))
+        self.devices[entry.name] = entry.path
+
+    def _plan_volume(self, entry):
+        """The path of a volume in its pool now: the existing volume's, or where the commit creates it."""
+        spec = entry.volume
+        where = "%s of the backup is volume '%s' of storage pool '%s'" % (entry.name, spec['name'], spec['pool'])
+        pool = lookup_pool(self.conn, spec['pool'])
+        if pool is None:
+            raise InvalidInput('%s, which does not exist here: define and start the pool, or restore with disk_dir'
+                               % where)
+        kind = pool_type(pool)
+        if kind not in FILE_POOLS:
+            raise InvalidInput("%s, which is of type '%s' here: restore with disk_dir" % (where, kind))
+        if not pool.isActive():
+            raise InvalidInput("%s, which is not active: start it ('virsh pool-start %s'), or restore with disk_dir"
+                               % (where, spec['pool']))
+        if pool.name() not in [p.name() for p in self.pools]:
+            self.pools.append(pool)
+        vol = lookup_volume(pool, spec['name'])
+        if vol is not None:
+            return vol.path()
+        directory = pool_dir(pool)
+        path = os.path.join(directory or '', spec['name'])
+        if not directory or os.path.dirname(path) != directory:
+            raise BackupDamaged('%s, whose file would not lie in the pool directory %s' % (where, directory))
+        self.new_volumes.append((pool, spec, path))
+        return path
+
+    def _check_device(self, entry, final):
+        if not is_block(final):
+            raise InvalidInput('%s (disk %s) is not a block device here: restore with disk_dir to put it into a file'
+                               % (final, entry.target))
+        try:
+            size = path_size(final)
+            os.close(os.open(final, os.O_WRONLY | os.O_EXCL | os.O_CLOEXEC))
+        except OSError as exc:
+            raise InvalidInput('cannot open the block device %s (disk %s) for writing: %s: release it, or restore '
+                               'with disk_dir' % (final, entry.target, exc.strerror)) from None
+        if size < entry.size:
+            raise InvalidInput('the block device %s (disk %s) has %s, the backup holds %s: use a device at least that '
+                               'large, or restore with disk_dir'
+                               % (final, entry.target, human_size(size), human_size(entry.size)))
+
+    def device_writers(self):
+        """A writer per block device the restore overwrites; opened only once every byte has been verified."""
+        return {name: DeviceWriter(path, self.manifest.entry(name).size) for name, path in self.devices.items()}
 
     def _check_libvirt(self, name, uuid):
         existing = find_domain(self.conn, name=name)
@@ -185,6 +254,9 @@ class Restorer:
             if final in self.others:
                 raise InvalidInput("%s belongs to domain '%s': restore with disk_dir to put the disks elsewhere"
                                    % (final, self.others[final]))
+            if entry.name in self.devices:
+                self._check_device(entry, final)
+                continue
             if os.path.lexists(final):
                 if not stat.S_ISREG(os.lstat(final).st_mode):
                     raise InvalidInput('%s exists and is not a regular file: move it away first' % final)
@@ -248,7 +320,7 @@ def what_is_written(manifest, dest, digests):
     by_snapshot = {e.snapshot: e.name for e in manifest.files if e.role == 'snapshot'}
     return dict(
         files=[dict(name=e.name, role=e.role, path=dest.get(e.name), size=e.size, sha256=digests[e.name],
-                    **e.mode_owner())
+                    source=e.source or 'file', **e.mode_owner())
                for e in manifest.files if e.role in FILE_ROLES],
         directories=[dict(path=d.path, **d.mode_owner()) for d in manifest.tpm_dirs
                      if os.path.normpath(d.path) == d.path and (d.path + '/').startswith(tpm_state + '/')],
@@ -257,6 +329,46 @@ def what_is_written(manifest, dest, digests):
                         for snap in manifest.order],
         autostart=bool(manifest.domain.get('autostart')),
     )
+
+
+class _DeviceHandler:
+    """The second pass of a restore onto block devices: only the devices' members are written."""
+
+    def __init__(self, restorer):
+        self.restorer = restorer
+        self.writers = {}
+
+    def prepare(self, manifest, _small):
+        if manifest.to_bytes() != self.restorer.manifest.to_bytes():
+            raise BackupDamaged('it changed since it was verified')
+        self.writers = self.restorer.device_writers()
+        return self.writers
+
+    def close(self):
+        for writer in self.writers.values():
+            writer.close()
+
+
+def write_devices(src, restorer):
+    """Write the block devices, once the first pass verified every byte and staged every file.
+
+    A device cannot be staged beside itself and set aside like a file, so the backup is read
+    a second time, now writing the devices' members onto them (checked again as they go).
+    """
+    handler = _DeviceHandler(restorer)
+    try:
+        Reading(src, handler).run()
+    except OSError as exc:
+        raise OperationFailed('writing the block device(s) %s failed: %s: they hold part of the backup; fix that '
+                              'and restore again (nothing else was changed)'
+                              % (', '.join(sorted(restorer.devices.values())), exc.strerror or exc)) from None
+    except BackupDamaged as exc:
+        raise OperationFailed('the backup could not be read again to write the block device(s) %s: %s; they may '
+                              'hold part of it (nothing else was changed)'
+                              % (', '.join(sorted(restorer.devices.values())),
+                                 str(exc).replace(': use another backup (nothing was changed)', ''))) from None
+    finally:
+        handler.close()
 
 
 LEFTOVER_WARNING = ("found %d file(s) that an interrupted restore set aside and never put back: %s: they hold what "
@@ -293,6 +405,8 @@ def restore_backup(request, check_mode=False):
             result.update(restored=restored)
             return result
         try:
+            if restorer.devices:
+                write_devices(request.src, restorer)
             dom = Swap(conn, restorer).run()
         except BaseException:
             restorer.discard()

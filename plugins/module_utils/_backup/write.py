@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 
 from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import KvmError, OperationFailed, note_undone
 
 from .archive_writer import ArchiveSink
 from .directory import DirectorySink
+from .disks import device_size
 from .errors import os_error_text
-from .files import create_file, data_regions, fsync_dir, hidden_beside, make_dir, try_lock
+from .files import create_file, data_regions, dense, fsync_dir, hidden_beside, make_dir, try_lock
 from .manifest import CHECKSUMS, MANIFEST, checksums_bytes
 from .members import member_dirs
 from .names import PARTIAL
@@ -26,15 +28,24 @@ def open_source_file(entry):
         src = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise OperationFailed('cannot read %s: %s' % (entry.path, exc.strerror)) from None
-    if os.fstat(src).st_size != entry.size:
+    info = os.fstat(src)
+    if (device_size(src) if stat.S_ISBLK(info.st_mode) else info.st_size) != entry.size:
         os.close(src)
         raise OperationFailed('%s changed size during the backup: is something else writing to it?' % entry.path)
     return src
 
 
 def file_layout(entry):
-    """The data regions of ``entry``'s file now (read once the domain is held)."""
+    """The data regions of ``entry``'s file now (read once the domain is held).
+
+    A block device has no holes to ask for: all of it is data here, and its runs of zeros
+    cost no space in the backup all the same (zstd and the directory format's sparse copy
+    take them as they are read).
+    """
     src = open_source_file(entry)
+    if entry.source == 'block':
+        os.close(src)
+        return dense(entry.size)
     try:
         return data_regions(src, entry.size)
     finally:
@@ -135,4 +146,4 @@ def write_backup(contents, dest, name, when, state, request):
     return dict(path=partial.final, name=name, format=request.format, compression=request.compression,
                 compression_level=request.level, domain=contents.name, uuid=contents.uuid, created=manifest.created,
                 size=size, data_size=data_size, files=files, snapshots=contents.order,
-                current_snapshot=contents.current, manifest_sha256=digests[MANIFEST])
+                current_snapshot=contents.current, manifest_sha256=digests[MANIFEST], disks=contents.disks)
