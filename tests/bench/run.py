@@ -1039,7 +1039,7 @@ class Bench:
         (-l copy) of the same domain, uncompressed and with -z. It drops the internal snapshots
         ("snapshots found (not included into backup)"); ours carries them.
         """
-        reps = self.reps(3)
+        reps = self.reps(5)
         out = self.work / 'out' / 'c11'
         if shutil.which('virtnbdbackup') is None:
             log('case 12: virtnbdbackup missing: apt-get install -y virtnbdbackup')
