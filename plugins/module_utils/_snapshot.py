@@ -34,6 +34,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
     etree,
     for_each,
     is_glob,
+    is_local_uri,
     libvirt,
     lookup_domain,
     parse_xml,
@@ -749,8 +750,7 @@ def refuse_raw_disks(dom, label, params):
 
 def _is_local(dom):
     """qemu-img runs where the module runs: it can read the images only when libvirt runs here too."""
-    uri = dom.connect().getURI()
-    return '://' in uri and uri.split('://', 1)[1].split('/', 1)[0].split('@')[-1] in ('', 'localhost')
+    return is_local_uri(dom.connect().getURI())
 
 
 def _image_paths(domain_xml):

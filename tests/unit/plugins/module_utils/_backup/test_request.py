@@ -76,3 +76,39 @@ def test_restore_needs_an_existing_disk_dir(tmp_path):
         read_request(params)
     request = read_request(dict(params, disk_dir=str(tmp_path)))
     assert request.disk_root == os.path.realpath(str(tmp_path))
+
+
+REMOTE_URIS = ['qemu+ssh://root@hv1/system', 'qemu+tcp://hv1/system', 'qemu+tls://hv1.example.com/system',
+               'qemu://hv1/system', 'qemu+ssh://root@localhost:2222/system', 'qemu+libssh2://10.0.0.5/system',
+               'qemu+ext:///system?command=/opt/tunnel', 'hv1-alias', '']
+
+
+@pytest.mark.parametrize('uri', REMOTE_URIS)
+def test_a_uri_that_may_name_another_host_is_refused_for_present(uri):
+    with pytest.raises(InvalidInput) as exc:
+        backup_request(present(uri=uri))
+    text = str(exc.value)
+    assert text.startswith('vm_backup state=present reads and writes the disk images on the machine the module '
+                           'runs on, so uri must name the hypervisor of that machine')
+    assert 'delegate_to' in text and 'uri: qemu:///system' in text and '\n' not in text
+
+
+@pytest.mark.parametrize('uri', REMOTE_URIS)
+def test_a_uri_that_may_name_another_host_is_refused_for_restored_not_verified(uri):
+    params = dict(uri=uri, state='restored', src='/b.tar.zst', domain=None, dest=None, keep=None,
+                  disk_dir=None, force=False, start=False)
+    with pytest.raises(InvalidInput, match='^vm_backup state=restored reads and writes the disk images .* '
+                                           'delegate_to: the hypervisor'):
+        read_request(params)
+    # verified reads only the backup file and opens no connection: any uri does
+    assert read_request(dict(params, state='verified')).uri == uri
+
+
+@pytest.mark.parametrize('uri', ['qemu:///system', 'qemu:///session', 'test:///default', 'qemu+unix:///system',
+                                 'qemu+ssh:///system', 'qemu+tcp://localhost/system', 'qemu+ssh://root@127.0.0.1/system',
+                                 'qemu+tls://[::1]/system'])
+def test_a_local_uri_is_accepted(uri):
+    assert backup_request(present(uri=uri)).uri == uri
+    params = dict(uri=uri, state='restored', src='/b.tar.zst', domain=None, dest=None, keep=None,
+                  disk_dir=None, force=False, start=False)
+    assert read_request(params).uri == uri
