@@ -36,6 +36,7 @@ from .contents import SWTPM_DIR
 from .errors import BackupDamaged, human_size
 from .files import existing_parent, free_bytes, missing_dirs, remove_stale
 from .manifest import DISK_ROLES, FILE_ROLES, XML_ROLES, DirectoryEntry
+from .reach import refuse_unreachable, restore_places
 from .reading import Reading
 from .verify import check_domain, rate
 
@@ -81,6 +82,7 @@ class Restorer:
         self.snapshot_xml = [(snap, rewrite_paths(snapshots[snap], mapping)) for snap in manifest.order]
         self._check_libvirt(name, uuid)
         self._check_files(manifest)
+        refuse_unreachable(self.request.uri, restore_places(manifest, self.dest))
         if self.check_mode:
             return {}
         try:
