@@ -43,6 +43,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
 )
 from ansible_collections.kvm.snapshots.plugins.module_utils._domain_xml import domain_disks, is_uefi
 from ansible_collections.kvm.snapshots.plugins.module_utils._qemu_img import qemu_img_info
+from ansible_collections.kvm.snapshots.plugins.module_utils._snapshot_space import check_snapshot_space
 
 
 class Snapshot:
@@ -1069,6 +1070,7 @@ def _present(dom, label, tree, params, check_mode):
             tree.get(params['parent'], label)
         refuse_running_uefi(dom, label, params)
         refuse_raw_disks(dom, label, params)
+        check_snapshot_space(dom, label, params)
         refuse_beside_checkpoints(dom, label, "create snapshot '%s' of domain '%s' while it is shut off"
                                   % (name, label), offline_only=True)
         if check_mode:
