@@ -107,7 +107,7 @@ def identity_from_conf(text, conf_path=QEMU_CONF):
     groups = {gid}
     if name is not None:
         groups.update(os.getgrouplist(name, gid))   # libvirt gives QEMU the user's supplementary groups too
-    where = {'set': 'set in %s' % conf_path, 'default': 'the default %s ships' % conf_path,
+    where = {'set': 'as set in %s' % conf_path, 'default': 'the default that %s names' % conf_path,
              'fallback': 'libvirt\'s usual default'}
     sources = sorted({where[s] for s in (user_from, group_from or user_from)})
     label = '%s:%s (uid %d, gid %d)' % (name or uid, _group_name(gid), uid, gid)
@@ -141,7 +141,8 @@ def qemu_identity(uri, conf_path=QEMU_CONF):
         # QEMU runs as the user who connects: this module's user
         uid, gid = os.geteuid(), os.getegid()
         return Identity(uid=uid, gid=gid, groups=frozenset([gid] + os.getgroups()),
-                        label='%s (uid %d)' % (_user_name(uid), uid), source='qemu:///session', privileged=uid == 0)
+                        label='%s (uid %d)' % (_user_name(uid), uid), source='the user of qemu:///session',
+                        privileged=uid == 0)
     try:
         with open(conf_path) as handle:
             text = handle.read()
@@ -202,13 +203,13 @@ def refuse_unreachable(uri, places):
             continue
         path, info = blocked
         mode = stat.S_IMODE(info.st_mode)
-        where = path if path == os.path.realpath(directory) else '%s, on the way to %s,' % (path, directory)
-        raise InvalidInput('QEMU runs as %s (%s) and cannot enter %s (mode %04o, owner %s:%s), so the restored '
+        on_the_way = '' if path == os.path.realpath(directory) else ' on the way to %s' % directory
+        raise InvalidInput('QEMU runs as %s, %s, and cannot enter %s (mode %04o, owner %s:%s)%s, so the restored '
                            'domain could not open %s and would not start: give that directory search permission '
                            '(chmod %04o %s, or 0755), or restore with disk_dir in a directory QEMU can reach '
                            '(nothing was written)'
-                           % (identity.label, identity.source, where, mode, _user_name(info.st_uid),
-                              _group_name(info.st_gid), what, mode | 0o011, path))
+                           % (identity.label, identity.source, path, mode, _user_name(info.st_uid),
+                              _group_name(info.st_gid), on_the_way, what, mode | 0o011, path))
 
 
 PLACE_NAMES = {'nvram': 'its NVRAM', 'memory': 'its memory file'}

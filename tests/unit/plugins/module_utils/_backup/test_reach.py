@@ -74,7 +74,7 @@ def test_identity_from_conf_resolves_names_and_uids():
     me = identity_from_conf('user = "%s"\n' % ME.pw_name)
     assert (me.uid, me.gid) == (ME.pw_uid, ME.pw_gid)
     assert set(os.getgrouplist(ME.pw_name, ME.pw_gid)) <= me.groups
-    assert 'set in /etc/libvirt/qemu.conf' in me.source
+    assert me.source == 'as set in /etc/libvirt/qemu.conf'
     by_uid = identity_from_conf('user = "+%d"\ngroup = "+4242"\n' % ME.pw_uid)
     assert (by_uid.uid, by_uid.gid) == (ME.pw_uid, 4242)
     assert 4242 in by_uid.groups
@@ -94,7 +94,7 @@ def test_root_passes_every_directory_only_when_libvirt_keeps_its_capabilities():
 def test_only_the_qemu_driver_has_a_qemu_user():
     assert qemu_identity('test:///default') is None
     session = qemu_identity('qemu:///session')
-    assert (session.uid, session.source) == (os.geteuid(), 'qemu:///session')
+    assert (session.uid, session.source) == (os.geteuid(), 'the user of qemu:///session')
 
 
 def test_the_system_instance_reads_the_given_qemu_conf(tmp_path):
@@ -102,7 +102,7 @@ def test_the_system_instance_reads_the_given_qemu_conf(tmp_path):
     conf.write_text('user = "+4321"\ngroup = "+4322"\n')
     found = qemu_identity('qemu:///system', str(conf))
     assert (found.uid, found.gid) == (4321, 4322)
-    assert found.source == 'set in %s' % conf
+    assert found.source == 'as set in %s' % conf
 
 
 @pytest.mark.parametrize('mode, uid, gid, expected', [
@@ -163,11 +163,12 @@ def test_the_refusal_names_the_directory_the_user_and_the_mode_to_use(tmp_path, 
         with pytest.raises(InvalidInput) as exc:
             refuse_unreachable('qemu:///system', [(str(disk_dir), 'its disk image %s/a.qcow2' % disk_dir)])
         assert str(exc.value) == (
-            'QEMU runs as libvirt-qemu:libvirt-qemu (test) and cannot enter %s (mode 0600, owner %s:%s), so the '
+            'QEMU runs as libvirt-qemu:libvirt-qemu, test, and cannot enter %s (mode 0600, owner %s:%s), so the '
             'restored domain could not open its disk image %s/a.qcow2 and would not start: give that directory '
             'search permission (chmod 0611 %s, or 0755), or restore with disk_dir in a directory QEMU can reach '
             '(nothing was written)' % (disk_dir, ME.pw_name, reach._group_name(os.getegid()), disk_dir, disk_dir))
-        with pytest.raises(InvalidInput, match=r'cannot enter %s, on the way to %s/x,' % (disk_dir, disk_dir)):
+        with pytest.raises(InvalidInput, match=r'cannot enter %s \(mode 0600, owner [^)]*\) on the way to %s/x, so'
+                           % (disk_dir, disk_dir)):
             refuse_unreachable('qemu:///system', [(str(disk_dir / 'x'), 'its disk image')])
     finally:
         os.chmod(str(disk_dir), 0o700)
