@@ -10,9 +10,9 @@ An internal snapshot of an active (running or paused) domain saves the guest's m
 state into one qcow2 image: QEMU's ``savevm`` picks the first writable image that can
 hold snapshots, in the order of the domain's disks (libvirt keeps them sorted by bus
 and target, so: the first writable qcow2 disk of the definition). Its size is at most
-all of the guest's RAM: its memory and its video memory, plus the device state. A disk
-that runs full halfway leaves a half-written snapshot behind and may pause the guest
-(``on ENOSPC``). A shut-off domain's internal snapshot and an external (disk_only) one
+all of the guest's RAM: its memory and its video memory, plus the device state. A file
+system that runs full halfway fails the snapshot only once it is full, and the guest's
+next write to a disk there pauses it (QEMU's default on ENOSPC). A shut-off domain's internal snapshot and an external (disk_only) one
 write metadata only: a small margin is all they need.
 """
 

@@ -18,7 +18,7 @@ import os
 import pwd
 import re
 import stat
-from typing import FrozenSet, Optional
+from typing import FrozenSet
 from urllib.parse import urlsplit
 
 from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import InvalidInput
