@@ -106,7 +106,8 @@ def identity_from_conf(text, conf_path=QEMU_CONF):
         gid = 0
     groups = {gid}
     if name is not None:
-        groups.update(os.getgrouplist(name, gid))   # libvirt gives QEMU the user's supplementary groups too
+        # as libvirt's virGetGroupList: the user's groups (from its passwd primary group), plus the configured one
+        groups.update(os.getgrouplist(name, primary))
     where = {'set': 'as set in %s' % conf_path, 'default': 'the default that %s names' % conf_path,
              'fallback': 'libvirt\'s usual default'}
     sources = sorted({where[s] for s in (user_from, group_from or user_from)})

@@ -77,7 +77,10 @@ def test_identity_from_conf_resolves_names_and_uids():
     assert me.source == 'as set in /etc/libvirt/qemu.conf'
     by_uid = identity_from_conf('user = "+%d"\ngroup = "+4242"\n' % ME.pw_uid)
     assert (by_uid.uid, by_uid.gid) == (ME.pw_uid, 4242)
-    assert 4242 in by_uid.groups
+    # as libvirt does: the configured group, and the user's groups from its passwd primary group (Debian's
+    # libvirt-qemu has kvm there, and QEMU runs with it although qemu.conf's group is libvirt-qemu)
+    assert by_uid.groups == {4242} | set(os.getgrouplist(ME.pw_name, ME.pw_gid))
+    assert ME.pw_gid in by_uid.groups
 
 
 def test_a_missing_user_is_refused_naming_qemu_conf():
