@@ -39,7 +39,7 @@ class Identity:
     gid: int
     groups: FrozenSet[int]
     label: str      # 'libvirt-qemu:libvirt-qemu (uid 64055, gid 64055)'
-    source: str     # 'set in /etc/libvirt/qemu.conf', ...
+    source: str     # 'as set in /etc/libvirt/qemu.conf', ...
     privileged: bool = False    # root with its capabilities: passes every directory
 
 
