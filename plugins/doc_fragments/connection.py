@@ -15,6 +15,13 @@ options:
       - Any URI libvirt accepts works, for example C(qemu+ssh://root@host/system) to manage a remote
         hypervisor from the controller.
       - When not set, the environment variable E(LIBVIRT_DEFAULT_URI) is used, then C(qemu:///system).
+      - M(kvm.snapshots.vm_backup) reads and writes the disk images where it runs, so with O(kvm.snapshots.vm_backup#module:state=present)
+        and O(kvm.snapshots.vm_backup#module:state=restored) it refuses a URI (given, or from E(LIBVIRT_DEFAULT_URI)) that may name
+        another host, that is one with a host part other than C(localhost), C(127.0.0.1) or C([::1]) (with a port,
+        those count as another host too, since a port usually means a tunnel), the C(ext) transport, an alias or an
+        empty URI. C(qemu:///system),
+        C(qemu:///session), C(qemu+unix:///system) and the like are accepted; run the task on the hypervisor
+        (its inventory host, or C(delegate_to)) instead of pointing it at a remote one.
     type: str
     default: qemu:///system
 attributes:

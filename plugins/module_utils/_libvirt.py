@@ -20,6 +20,7 @@ import signal
 import traceback
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 from ansible.module_utils.common.respawn import has_respawned, probe_interpreters_for_module, respawn_module
@@ -203,6 +204,39 @@ def translate(exc, what=None, connecting=False):
         return ConnectionFailed(prefix + text + ' - is the libvirt daemon (libvirtd or virtqemud) running '
                                 'and the URI right?')
     return OperationFailed(prefix + text)
+
+
+# Host parts that name this machine itself (without a port: localhost:2222 is usually a tunnel elsewhere).
+LOOPBACK_HOSTS = ('localhost', '127.0.0.1', '::1')
+
+
+def remote_uri_problem(uri):
+    """Why ``uri`` may not name this machine's own hypervisor, or None when it does (no connection needed).
+
+    Local: no host part (``qemu:///system``, ``qemu:///session``, ``qemu+unix:///system``,
+    ``qemu+ssh:///system``, ``test:///default``), or ``localhost``, ``127.0.0.1``, ``[::1]``
+    without a port. Anything else may be another machine: a host name or address, a
+    port, the ``ext`` transport (it runs any command), an alias or an empty URI (libvirt
+    resolves those from its own configuration).
+    """
+    if not uri or '://' not in uri:
+        return "%s is not a full URI: an alias or an empty URI may name another host" % (repr(uri) if uri else 'an empty uri')
+    scheme = uri.split('://', 1)[0]
+    if scheme.partition('+')[2] == 'ext':
+        return '%s uses the ext transport, which runs a command that may reach any host' % uri
+    try:
+        parts = urlsplit(uri)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return '%s has a host part that cannot be read' % uri
+    if not host or (host in LOOPBACK_HOSTS and port is None):
+        return None
+    return '%s names the host %s' % (uri, parts.netloc.rpartition('@')[2])
+
+
+def is_local_uri(uri):
+    """``uri`` names the hypervisor of the machine this code runs on (see ``remote_uri_problem``)."""
+    return remote_uri_problem(uri) is None
 
 
 def connect(uri):

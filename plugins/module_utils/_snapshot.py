@@ -34,6 +34,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
     etree,
     for_each,
     is_glob,
+    is_local_uri,
     libvirt,
     lookup_domain,
     parse_xml,
@@ -42,6 +43,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
 )
 from ansible_collections.kvm.snapshots.plugins.module_utils._domain_xml import backup_overlays, domain_disks, is_uefi
 from ansible_collections.kvm.snapshots.plugins.module_utils._qemu_img import qemu_img_info
+from ansible_collections.kvm.snapshots.plugins.module_utils._snapshot_space import check_snapshot_space
 
 
 class Snapshot:
@@ -756,8 +758,7 @@ def refuse_raw_disks(dom, label, params):
 
 def _is_local(dom):
     """qemu-img runs where the module runs: it can read the images only when libvirt runs here too."""
-    uri = dom.connect().getURI()
-    return '://' in uri and uri.split('://', 1)[1].split('/', 1)[0].split('@')[-1] in ('', 'localhost')
+    return is_local_uri(dom.connect().getURI())
 
 
 def _image_paths(domain_xml):
@@ -1076,6 +1077,7 @@ def _present(dom, label, tree, params, check_mode):
             tree.get(params['parent'], label)
         refuse_running_uefi(dom, label, params)
         refuse_raw_disks(dom, label, params)
+        check_snapshot_space(dom, label, params)
         refuse_beside_checkpoints(dom, label, "create snapshot '%s' of domain '%s' while it is shut off"
                                   % (name, label), offline_only=True)
         if check_mode:

@@ -35,7 +35,9 @@ description:
     A raw block device cannot hold internal snapshots; the backup holds its current content, says so in a
     warning, and backs up the rest of the domain.
   - The module reads and writes the disk images and the backup itself, so it must run on the hypervisor
-    (or where both are mounted at the same paths); O(uri) still chooses the libvirt connection.
+    (or where both are mounted at the same paths). For O(state=present) and O(state=restored), O(uri) must
+    name the hypervisor of the machine the module runs on (see O(uri)); O(state=verified) reads only the backup
+    and takes any O(uri).
 author:
   - kvm.snapshots maintainers (@kvm-snapshots)
 extends_documentation_fragment:
@@ -173,6 +175,8 @@ options:
       - With O(state=restored), put every disk image (and its backing files) into this existing directory
         instead of its original path, rewriting the paths in the domain definition, in every snapshot's
         definition and, for moved backing files, in the qcow2 headers.
+      - QEMU must be able to enter it and every directory above it (mode C(0711) or C(0755) for a directory
+        owned by root); one it cannot is refused before anything is written (see the notes).
       - NVRAM and TPM state always go back to libvirt's own places.
       - A block device or storage-pool volume becomes a file here (a sparse raw file for a block device),
         and its disk a C(type='file') disk. Without O(disk_dir) a volume goes back into its pool (created
@@ -211,6 +215,16 @@ notes:
   - Restore checks every member path (no absolute paths, no C(..), no links or devices) and every checksum
     before any live file, disk or definition is touched; files are written under temporary names beside
     their destination and renamed into place at the end.
+  - A restore checks that QEMU can reach what it restores before writing anything. QEMU runs as the user and
+    group that C(/etc/libvirt/qemu.conf) sets (C(user), C(group); when unset, the defaults its commented lines
+    name, C(libvirt-qemu) on Debian and Ubuntu, C(qemu) on Fedora and RHEL), with that user's supplementary
+    groups. libvirt's C(dynamic_ownership) (on by default) gives it the image files when the domain starts, but
+    not the directories above them; so every directory from C(/) down to O(disk_dir) (or to each disk's
+    original directory, and to the NVRAM's) must let that user search it (C(x)). A directory that does not is
+    refused, naming it, its mode and owner and the mode to use (the same with the search bits for group and
+    others, such as C(0711), or C(0755)). Directories the restore creates itself (the NVRAM's) are created
+    C(0711). Root as QEMU's user passes only where C(clear_emulator_capabilities = 0); ACLs are not read.
+    With C(qemu:///session), QEMU runs as the module's user.
   - SELinux labels of restored files are not set; run C(restorecon) on them where SELinux is enforcing
     (the P(kvm.snapshots.restore#role) role does).
 seealso:

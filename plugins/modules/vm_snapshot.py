@@ -203,6 +203,14 @@ notes:
     naming the checkpoints and the bitmaps. Deleting them breaks the other tool's incremental chain, so the
     module never does; C(virsh checkpoint-delete) is your decision.
   - Should a revert of a running domain still fail and leave it shut off, the module starts it again and says so.
+  - Free space is checked before a new snapshot, and a snapshot that would not fit is refused before libvirt is
+    called (nothing changes; with O(domains) it is that domain's failure in RV(results)). An internal snapshot of
+    an active (running or paused) domain saves the guest's memory state into the first writable qcow2 disk of the
+    domain (QEMU's choice; libvirt keeps the disks sorted by bus and target, so usually C(vda)); its file system
+    needs the guest's memory and video memory plus a margin of 64 MiB or 5 %, whichever is more (the state is
+    often smaller, since pages of zeros cost nothing, but never larger). A snapshot of a shut-off domain and an
+    external O(disk_only) one write metadata or a small overlay beside each disk; they need 1 MiB on each file
+    system. With a remote O(uri) the images are not here to look at, and libvirt reports a full disk itself.
   - A snapshot holds the domain definition of its time; reverting to it brings that definition back.
 seealso:
   - module: kvm.snapshots.vm_snapshot_info

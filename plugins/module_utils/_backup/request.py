@@ -10,7 +10,7 @@ import dataclasses
 import os
 from typing import Optional
 
-from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import InvalidInput
+from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import InvalidInput, remote_uri_problem
 
 DEFAULT_LEVEL = 3           # zstd level when compression_level is not set (the module docs and the backup role say so)
 SUFFIXES = {'zstd': '.tar.zst', 'none': '.tar', 'directory': ''}
@@ -61,6 +61,19 @@ class ReadRequest:
     start: bool = False
 
 
+def refuse_remote_uri(uri, state):
+    """vm_backup reads and writes disk images where it runs: refuse a ``uri`` that may name another host.
+
+    Only state=verified may use any URI: it reads the backup alone and opens no connection.
+    """
+    problem = remote_uri_problem(uri)
+    if problem:
+        raise InvalidInput('vm_backup state=%s reads and writes the disk images on the machine the module runs on, '
+                           'so uri must name the hypervisor of that machine, and %s: run the task on the hypervisor '
+                           'itself (as its inventory host, or with delegate_to: the hypervisor) with uri: '
+                           'qemu:///system (nothing was done)' % (state, problem))
+
+
 def backup_request(params):
     """The BackupRequest for vm_backup's ``params``; ``InvalidInput`` for a combination that makes no sense."""
     if params['keep'] is not None and params['keep'] < 1:
@@ -87,6 +100,7 @@ def backup_request(params):
             raise InvalidInput('%s only applies to state verified or restored, not present' % key)
     if params.get('force') or params.get('start'):
         raise InvalidInput('force and start only apply to state restored, not present')
+    refuse_remote_uri(params['uri'], 'present')   # before dest, which is looked at here
     dest = params['dest']
     if not os.path.isabs(dest):
         raise InvalidInput('dest must be an absolute path, got %r' % dest)
@@ -107,6 +121,8 @@ def read_request(params):
             raise InvalidInput('%s only applies to state present' % key)
     if params.get('quiesce'):
         raise InvalidInput('quiesce only applies to state present')
+    if params['state'] == 'restored':
+        refuse_remote_uri(params['uri'], 'restored')
     if params['state'] == 'verified':
         if params.get('disk_dir') is not None or params.get('force') or params.get('start'):
             raise InvalidInput('disk_dir, force and start only apply to state restored')

@@ -38,6 +38,7 @@ from .disks import (FILE_POOLS, DeviceWriter, disk_keys, entry_key, is_block, lo
 from .errors import BackupDamaged, human_size
 from .files import existing_parent, free_bytes, missing_dirs, remove_stale
 from .manifest import DISK_ROLES, FILE_ROLES, XML_ROLES, DirectoryEntry
+from .reach import refuse_unreachable, restore_places
 from .reading import Reading
 from .verify import check_domain, rate
 
@@ -88,6 +89,7 @@ class Restorer:
                              for snap in manifest.order]
         self._check_libvirt(name, uuid)
         self._check_files(manifest)
+        refuse_unreachable(self.request.uri, restore_places(manifest, self.dest))
         if self.check_mode:
             return {}
         try:

@@ -89,3 +89,39 @@ def test_quiesce_needs_a_live_backup(if_running):
 def test_quiesce_is_refused_when_reading_a_backup():
     with pytest.raises(InvalidInput, match='^quiesce only applies to state present$'):
         read_request(dict(present(state='verified', dest=None, src='/srv/backups/b.tar.zst'), quiesce=True))
+
+
+REMOTE_URIS = ['qemu+ssh://root@hv1/system', 'qemu+tcp://hv1/system', 'qemu+tls://hv1.example.com/system',
+               'qemu://hv1/system', 'qemu+ssh://root@localhost:2222/system', 'qemu+libssh2://10.0.0.5/system',
+               'qemu+ext:///system?command=/opt/tunnel', 'hv1-alias', '']
+
+
+@pytest.mark.parametrize('uri', REMOTE_URIS)
+def test_a_uri_that_may_name_another_host_is_refused_for_present(uri):
+    with pytest.raises(InvalidInput) as exc:
+        backup_request(present(uri=uri))
+    text = str(exc.value)
+    assert text.startswith('vm_backup state=present reads and writes the disk images on the machine the module '
+                           'runs on, so uri must name the hypervisor of that machine')
+    assert 'delegate_to' in text and 'uri: qemu:///system' in text and '\n' not in text
+
+
+@pytest.mark.parametrize('uri', REMOTE_URIS)
+def test_a_uri_that_may_name_another_host_is_refused_for_restored_not_verified(uri):
+    params = dict(uri=uri, state='restored', src='/b.tar.zst', domain=None, dest=None, keep=None,
+                  disk_dir=None, force=False, start=False)
+    with pytest.raises(InvalidInput, match='^vm_backup state=restored reads and writes the disk images .* '
+                                           'delegate_to: the hypervisor'):
+        read_request(params)
+    # verified reads only the backup file and opens no connection: any uri does
+    assert read_request(dict(params, state='verified')).uri == uri
+
+
+@pytest.mark.parametrize('uri', ['qemu:///system', 'qemu:///session', 'test:///default', 'qemu+unix:///system',
+                                 'qemu+ssh:///system', 'qemu+tcp://localhost/system', 'qemu+ssh://root@127.0.0.1/system',
+                                 'qemu+tls://[::1]/system'])
+def test_a_local_uri_is_accepted(uri):
+    assert backup_request(present(uri=uri)).uri == uri
+    params = dict(uri=uri, state='restored', src='/b.tar.zst', domain=None, dest=None, keep=None,
+                  disk_dir=None, force=False, start=False)
+    assert read_request(params).uri == uri
