@@ -1043,7 +1043,7 @@ class Bench:
                                      else 'drop_caches refused: posix_fadvise(DONTNEED) on the files'),
                  ours_label='vm_backup format=directory', base_label='cat files > /dev/null')
 
-    # ------------------------------------------------------------ case 11
+    # ------------------------------------------------------------ case 12
 
     def case_12(self, big):
         """The big domain running: if_running live vs suspend vs the same backup shut off, and virtnbdbackup.
@@ -1121,6 +1121,9 @@ class Bench:
                  note='virtnbdbackup -z size %s' % human(sizes['nbd-z'][0]),
                  ours_label='vm_backup if_running=live', base_label='virtnbdbackup -l copy -z')
         self.clear(out)
+
+    # ------------------------------------------------------------ case 11
+
     def block_file(self):
         return self.work / (BLOCK + '.raw')
 

@@ -65,7 +65,6 @@ def covered_disks(root, name='domain'):
     return disks
 
 
-
 def overlay_xml(root, disks):
     """The disk-only snapshot definition that puts an overlay on ``disks`` and leaves every other disk alone."""
     covered = dict(disks)
