@@ -132,9 +132,10 @@ options:
       - V(fail) refuses with a message.
       - V(shutdown) shuts it down gracefully (ACPI), waits up to O(shutdown_timeout) seconds, makes the
         backup and starts it again. Refused for a transient domain, which a shutdown would remove.
-      - V(suspend) pauses it for the copy and resumes it afterwards: about as long as an offline backup of
-        the same data takes (in the collection's bench, 3.3 s per GiB of data at zstd level 3 on 2 cores). The disks are copied crash-consistent; the memory is not saved. A domain
-        that is already paused is copied as it is and stays paused, whatever O(if_running) says.
+      - V(suspend) pauses it for the copy and resumes it afterwards, about as long as an offline backup of
+        the same data takes (in the collection's bench, 3.3 s per GiB of data at zstd level 3 on 2 cores).
+        The disks are copied crash-consistent; the memory is not saved. A domain that is already paused is
+        copied as it is and stays paused, whatever O(if_running) says.
       - Once the module paused or shut down the domain or put the overlays on it, it resumes or starts it
         again or merges them back however the backup ends, also when the module is stopped by SIGTERM or
         SIGHUP (C(systemctl stop), a host shutdown, AWX cancelling the job) or SIGINT; an unfinished backup
