@@ -28,7 +28,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
     translate,
 )
 
-from .files import ZERO_RUN, Flusher
+from .files import ZERO_RUN, SparseWriter
 
 FILE_POOLS = ('dir', 'fs', 'netfs')     # pools whose volumes are files in the pool's directory
 BLKZEROOUT = 0x127f                     # ioctl _IO(0x12, 127): zero a range of a block device
@@ -206,7 +206,7 @@ def path_size(path):
         os.close(fd)
 
 
-class DeviceWriter:
+class DeviceWriter(SparseWriter):
     """Writes a restored disk onto a block device: data where the backup has data, zeros everywhere else.
 
     A device has no holes: what the backup holds as a hole or a run of zeros is zeroed
@@ -218,9 +218,7 @@ class DeviceWriter:
         self.path = path
         self.size = size
         # O_EXCL on a block device: refused while it is mounted or otherwise held exclusively
-        self.fd = os.open(path, os.O_WRONLY | os.O_EXCL | os.O_CLOEXEC)
-        self.flusher = Flusher(self.fd)
-        self.zeros = bytes(ZERO_RUN)
+        super().__init__(os.open(path, os.O_WRONLY | os.O_EXCL | os.O_CLOEXEC))
         self.pos = 0                # everything below is written, or zeros from zero_from on
         self.zero_from = 0          # start of the pending run of zeros (ends at pos), None when there is none
 
@@ -248,13 +246,6 @@ class DeviceWriter:
         if start is not None:
             self._pwrite(view[start:count], offset + start)
         self.pos = offset + count
-
-    def _pwrite(self, view, offset):
-        while len(view):
-            done = os.pwrite(self.fd, view, offset)
-            view = view[done:]
-            offset += done
-        self.flusher.wrote(offset)
 
     def _zero(self, start, end):
         """Zero ``[start, end)``: whole sectors by ioctl, the odd edges (or all, without the ioctl) by writing."""
