@@ -98,7 +98,10 @@ def snapshot_flags(quiesce):
 def check_room(name, disks):
     for target, path in disks:
         directory = os.path.dirname(path)
-        free = free_bytes(directory)
+        try:
+            free = free_bytes(directory)
+        except OSError:
+            continue    # not on this machine's file system (test driver): libvirt has its own say
         if free < OVERLAY_ROOM:
             raise OperationFailed("no room for the live backup overlay of disk %s of domain '%s' in %s (%s free, "
                                   "needs %s for the guest's writes during the copy): free space there, or use "
