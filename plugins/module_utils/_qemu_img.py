@@ -37,3 +37,10 @@ def rebase_unsafe(path, backing, backing_format, shown=None):
     proc = _qemu_img(['rebase', '-u', '-f', 'qcow2', '-F', backing_format, '-b', backing, path])
     if proc.returncode != 0:
         raise OperationFailed('qemu-img rebase of %s failed: %s' % (shown or path, one_line(proc.stderr)))
+
+
+def commit_image(path):
+    """Write the qcow2 overlay ``path`` into its backing file (``qemu-img commit``)."""
+    proc = _qemu_img(['commit', '-q', '-f', 'qcow2', path])
+    if proc.returncode != 0:
+        raise OperationFailed('qemu-img commit: %s' % one_line(proc.stderr))

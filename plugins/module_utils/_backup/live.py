@@ -16,18 +16,7 @@ recognised and merged by the next one.
 from __future__ import annotations
 
 import os
-import subprocess
 import time
-
-from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
-    InvalidInput,
-    OperationFailed,
-    connect,
-    libvirt,
-    one_line,
-    parse_xml,
-    translate,
-)
 
 from ansible_collections.kvm.snapshots.plugins.module_utils._domain_xml import (
     backup_overlays,
@@ -35,6 +24,17 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._domain_xml import (
     overlay_path,
     overlays_in,
 )
+from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import (
+    InvalidInput,
+    OperationFailed,
+    connect,
+    etree,
+    libvirt,
+    one_line,
+    parse_xml,
+    translate,
+)
+from ansible_collections.kvm.snapshots.plugins.module_utils._qemu_img import commit_image
 
 from .errors import human_size
 from .files import free_bytes
@@ -68,20 +68,16 @@ def covered_disks(root, name='domain'):
 def overlay_xml(root, disks):
     """The disk-only snapshot definition that puts an overlay on ``disks`` and leaves every other disk alone."""
     covered = dict(disks)
-    lines = ['<domainsnapshot><description>kvm.snapshots live backup overlay</description><disks>']
+    snap = etree.Element('domainsnapshot')
+    etree.SubElement(snap, 'description').text = 'kvm.snapshots live backup overlay'
+    listed = etree.SubElement(snap, 'disks')
     for disk in root.iterfind('devices/disk'):
         target = disk.find('target').get('dev')
+        entry = etree.SubElement(listed, 'disk', name=target, snapshot='external' if target in covered else 'no')
         if target in covered:
-            lines.append("<disk name='%s' snapshot='external'><driver type='qcow2'/><source file='%s'/></disk>"
-                         % (target, xml_attr(overlay_path(covered[target]))))
-        else:
-            lines.append("<disk name='%s' snapshot='no'/>" % target)
-    lines.append('</disks></domainsnapshot>')
-    return ''.join(lines)
-
-
-def xml_attr(text):
-    return text.replace('&', '&amp;').replace("'", '&apos;').replace('<', '&lt;')
+            etree.SubElement(entry, 'driver', type='qcow2')
+            etree.SubElement(entry, 'source', file=overlay_path(covered[target]))
+    return etree.tostring(snap, encoding='unicode')
 
 
 def has_agent_channel(root):
@@ -307,12 +303,7 @@ def fix_definition(dom, merged):
         return
     root = parse_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE))
     if undo_overlays(root, merged):
-        dom.connect().defineXML(to_text(root))
-
-
-def to_text(root):
-    from lxml import etree  # pylint: disable=import-outside-toplevel
-    return etree.tostring(root, encoding='unicode')
+        dom.connect().defineXML(etree.tostring(root, encoding='unicode'))
 
 
 def merge_leftovers(holder):
@@ -325,21 +316,16 @@ def merge_leftovers(holder):
         in_use = overlays_in(parse_xml(dom.XMLDesc(0)))
         merge_all(holder, in_use)
         # Named by the persistent definition only: the running guest writes to its disk, not to them.
-        stale = [overlay for pair in left if pair not in in_use for overlay in pair[1:]]
+        stale = [overlay for target, overlay in left if (target, overlay) not in in_use]
     else:
         for target, overlay in left:
-            commit_offline(holder.name, target, overlay)
+            try:
+                commit_image(overlay)
+            except OperationFailed as exc:
+                raise OperationFailed(merge_failed(holder.name, target, overlay, exc)) from None
         stale = [overlay for _target, overlay in left]
     fix_definition(dom, stale)
     for overlay in stale:
         unlink_merged(overlay)
     return ["domain '%s' had the live backup overlay %s on disk %s, left by a backup that did not finish: its "
             "writes were merged back into the disk first" % (holder.name, overlay, target) for target, overlay in left]
-
-
-def commit_offline(name, target, overlay):
-    """``qemu-img commit`` of an overlay into the disk under it (domain shut off)."""
-    proc = subprocess.run(['qemu-img', 'commit', '-q', '-f', 'qcow2', overlay], capture_output=True, text=True,
-                          check=False)
-    if proc.returncode != 0:
-        raise OperationFailed(merge_failed(name, target, overlay, 'qemu-img commit: %s' % one_line(proc.stderr)))

@@ -17,6 +17,7 @@ pytest.importorskip('lxml')
 
 from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import OperationFailed  # noqa: E402
 from ansible_collections.kvm.snapshots.plugins.module_utils._qemu_img import (  # noqa: E402
+    commit_image,
     qemu_img_info,
     rebase_unsafe,
 )
@@ -51,3 +52,16 @@ def test_qemu_img_failures_name_the_image_as_the_user_knows_it(tmp_path):
         rebase_unsafe(missing, '/x/base.raw', 'raw', shown='/var/lib/libvirt/images/top.qcow2')
     with pytest.raises(OperationFailed, match='^qemu-img info %s failed: ' % missing):
         qemu_img_info(missing)
+
+
+def test_commit_writes_the_overlay_into_its_backing_file_and_names_a_failure(tmp_path):
+    base, top = tmp_path / 'base.qcow2', tmp_path / '.base.qcow2.kvmsnap-overlay'
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', str(base), '4M'], check=True)
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', str(base), '-F', 'qcow2', str(top)], check=True)
+    subprocess.run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 0xee 1M 1M', str(top)], check=True, capture_output=True)
+    commit_image(str(top))
+    read = subprocess.run(['qemu-io', '-r', '-f', 'qcow2', '-c', 'read -P 0xee 1M 1M', str(base)], capture_output=True,
+                          text=True, check=False)
+    assert read.returncode == 0 and 'fail' not in read.stdout.lower()
+    with pytest.raises(OperationFailed, match='^qemu-img commit: .*'):
+        commit_image(str(tmp_path / 'missing.qcow2'))
