@@ -82,8 +82,52 @@ options:
         finished (RV(backup.waited)), then looks at the domain afresh.
       - Must be writable (or, when missing, its nearest existing parent), checked in check mode too, and
         before a running domain is paused or shut down.
-      - Required with O(state=present).
+      - O(state=present) needs O(dest) or O(repository), not both.
     type: path
+  repository:
+    description:
+      - A restic repository to write the backup into (O(state=present)) or read it from (O(state=verified),
+        O(state=restored)), instead of a O(dest) directory or a O(src) path. A local path, C(sftp:user@host:/path),
+        C(rest:https://host:8000/), C(s3:https://host/bucket) or any other location restic 0.14 or newer takes.
+      - Each backup is one restic snapshot holding one file, C(<domain>.tar), the same backup as O(format=archive)
+        writes (manifest, definition, snapshot metadata, disks with every internal snapshot, NVRAM, TPM) as a
+        plain tar stream, fed to C(restic backup --stdin) as it is read from the disks; nothing is staged on the
+        host and holes are not read as data. restic cuts it into content-defined chunks, so what an earlier
+        backup, or another domain cloned from the same image, already stored is not stored again; it encrypts
+        (AES-256) and compresses (zstd) every chunk.
+      - The snapshot is tagged C(kvm.snapshots), C(domain:<name>), C(uuid:<UUID>) and C(backup:<backup name>);
+        RV(backup.id) names it. restic stores a snapshot only once the whole stream has arrived; the restic
+        process dies with the module (also on SIGKILL), so an interrupted backup leaves no snapshot, only
+        unreferenced data that C(restic prune) (run by O(keep) and friends) removes.
+      - Needs the C(restic) program on the hypervisor (Debian, Ubuntu C(apt install restic)). Domain names with a
+        comma cannot be restic tags and are refused.
+    type: str
+    version_added: 1.0.0
+  repository_password:
+    description:
+      - The repository's password, handed to restic in its environment (C(RESTIC_PASSWORD)), never on a command
+        line, in a result or a message. Exactly one of O(repository_password) and O(repository_password_file)
+        is needed with O(repository).
+    type: str
+    version_added: 1.0.0
+  repository_password_file:
+    description:
+      - A file on the hypervisor holding the repository's password (C(RESTIC_PASSWORD_FILE)); keep it mode 0600.
+    type: path
+    version_added: 1.0.0
+  repository_env:
+    description:
+      - Environment for restic, such as C(AWS_ACCESS_KEY_ID) and C(AWS_SECRET_ACCESS_KEY) for an S3 repository,
+        or C(RESTIC_CACHE_DIR). Never logged; values never appear in a message.
+    type: dict
+    version_added: 1.0.0
+  repository_init:
+    description:
+      - Create the repository (C(restic init)) when there is none at O(repository) yet. Off by default, so that
+        a mistyped location is refused instead of starting a new, empty repository.
+    type: bool
+    default: false
+    version_added: 1.0.0
   format:
     description:
       - V(archive) writes one tar file compressed with zstd, which plain C(tar -I zstd -xf) opens.
@@ -166,11 +210,32 @@ options:
         tag) count too when their manifest records this domain's UUID, whatever their name. A backup whose
         manifest cannot be read belongs to no domain and is never removed.
       - Must be 1 or more; when not set, nothing is removed.
+      - With O(repository), restic's C(forget --keep-last) over this domain's backups (by the C(uuid:) tag), then
+        C(prune). It combines with O(keep_daily), O(keep_weekly) and O(keep_monthly); a backup any of them keeps
+        is kept. In check mode, RV(removed) lists what would go, counting the new backup as one that O(keep)
+        keeps; O(keep_daily), O(keep_weekly) and O(keep_monthly) are judged on the backups there now.
     type: int
+  keep_daily:
+    description:
+      - With O(repository), also keep the newest backup of each of the last this many days that have one
+        (restic C(forget --keep-daily)). Must be 1 or more.
+    type: int
+    version_added: 1.0.0
+  keep_weekly:
+    description: With O(repository), also keep the newest backup of each of the last this many weeks (C(--keep-weekly)).
+    type: int
+    version_added: 1.0.0
+  keep_monthly:
+    description: With O(repository), also keep the newest backup of each of the last this many months (C(--keep-monthly)).
+    type: int
+    version_added: 1.0.0
   src:
     description:
       - The backup to verify or restore, as O(state=present) returned it in RV(backup.path)
         (a C(.tar.zst), a C(.tar) or a directory).
+      - With O(repository), a restic snapshot ID (or a unique prefix) as RV(backup.id) returned it, or V(latest)
+        for the newest backup of O(domain). A snapshot of another domain than O(domain) is refused. Restoring
+        on another host than the one that made the backup works the same, with O(disk_dir) as for a file.
       - Required with O(state=verified) and O(state=restored).
     type: path
   disk_dir:
@@ -236,6 +301,30 @@ seealso:
 """
 
 EXAMPLES = r"""
+- name: Back up a running domain to an S3 repository (restic), keeping 7 daily and 4 weekly backups
+  kvm.snapshots.vm_backup:
+    domain: web1
+    repository: s3:https://s3.example.com/kvm-backups
+    repository_password_file: /etc/kvm-backup/restic.pass
+    repository_env:
+      AWS_ACCESS_KEY_ID: "{{ vault_s3_key }}"
+      AWS_SECRET_ACCESS_KEY: "{{ vault_s3_secret }}"
+    keep_daily: 7
+    keep_weekly: 4
+  register: bk
+
+- name: Restore the newest backup of web1 from that repository (on any hypervisor)
+  kvm.snapshots.vm_backup:
+    state: restored
+    domain: web1
+    src: latest
+    repository: s3:https://s3.example.com/kvm-backups
+    repository_password_file: /etc/kvm-backup/restic.pass
+    repository_env:
+      AWS_ACCESS_KEY_ID: "{{ vault_s3_key }}"
+      AWS_SECRET_ACCESS_KEY: "{{ vault_s3_secret }}"
+    disk_dir: /var/lib/libvirt/images
+
 - name: Back up a shut-off domain with all its snapshots, keep the 7 newest backups
   kvm.snapshots.vm_backup:
     domain: web1
@@ -288,15 +377,29 @@ backup:
   type: dict
   contains:
     path:
-      description: Path of the backup (file or directory).
+      description: Path of the backup (file or directory); null with O(repository).
       type: str
       sample: /srv/backups/kvm/web1-6f1c5c33-20261127T020304.517Z.tar.zst
+    id:
+      description: With O(repository), the restic snapshot ID of the backup (null in check mode).
+      type: str
+      returned: with O(repository)
+      sample: 79ef7c8c
+    repository:
+      description: With O(repository), the repository, with any password in a URL masked.
+      type: str
+      returned: with O(repository)
+    added:
+      description: With O(repository), the bytes this backup added to the repository (restic's C(data_added)).
+      type: int
+      returned: with O(repository), not in check mode
+      sample: 5243369
     name:
       description: Name of the backup, also its top directory inside the archive.
       type: str
       sample: web1-6f1c5c33-20261127T020304.517Z
     format:
-      description: V(archive) or V(directory).
+      description: V(archive), V(directory), or V(repository) with O(repository).
       type: str
     compression:
       description: V(zstd), V(none), or null for a directory.
@@ -437,7 +540,9 @@ interrupted:
       type: list
       elements: str
 removed:
-  description: Older backups removed because of O(keep) (in check mode, the ones that would be).
+  description:
+    - Older backups removed because of O(keep) (in check mode, the ones that would be).
+    - With O(repository), their restic snapshot IDs.
   returned: when O(state=present)
   type: list
   elements: str
@@ -447,10 +552,14 @@ verified:
   type: dict
   contains:
     path:
-      description: The backup checked.
+      description: The backup checked; null with O(repository).
       type: str
+    id:
+      description: With O(repository), the restic snapshot ID checked.
+      type: str
+      returned: with O(repository)
     format:
-      description: V(archive) or V(directory).
+      description: V(archive), V(directory), or V(repository) with O(repository).
       type: str
     compressed:
       description: Whether the archive is zstd-compressed.
@@ -505,7 +614,10 @@ restored:
   type: dict
   contains:
     src:
-      description: The backup restored.
+      description: The backup restored, as O(src) gave it.
+      type: str
+    id:
+      description: With O(repository), the restic snapshot ID restored (what V(latest) resolved to); else null.
       type: str
     domain:
       description: Name of the restored domain.
@@ -668,13 +780,21 @@ def main():
             quiesce=dict(type='bool', default=False),
             shutdown_timeout=dict(type='int', default=300),
             keep=dict(type='int'),
+            keep_daily=dict(type='int'),
+            keep_weekly=dict(type='int'),
+            keep_monthly=dict(type='int'),
+            repository=dict(type='str'),
+            repository_password=dict(type='str', no_log=True),
+            repository_password_file=dict(type='path', no_log=False),
+            repository_env=dict(type='dict', no_log=True),
+            repository_init=dict(type='bool', default=False),
             src=dict(type='path'),
             disk_dir=dict(type='path'),
             force=dict(type='bool', default=False),
             start=dict(type='bool', default=False),
         ),
         required_if=[
-            ('state', 'present', ('domain', 'dest')),
+            ('state', 'present', ('domain',)),
             ('state', 'verified', ('src',)),
             ('state', 'restored', ('src',)),
         ],

@@ -53,31 +53,33 @@ class ArchiveSource:
 
     kind = 'archive'
 
-    def __init__(self, path):
+    def __init__(self, path, stage=None, fails=None):
+        """The archive file ``path``; or, with ``stage``, the tar stream on a program's stdout (restic dump),
+        ``path`` naming it and ``fails(text)`` the error for the program's complaint."""
         self.path = path
         self.buf = bytearray(CHUNK)
         self.view = memoryview(self.buf)
-        self.zstd = None
+        self.stage = stage
         self.offset = 0
         self.top = None
-        with open(path, 'rb') as handle:
-            magic = handle.read(4)
-        self.compressed = magic == MAGIC
-        if self.compressed:
-            self.zstd = decompressor(path)
-            self.stream = self.zstd.proc.stdout
-        else:
-            self.stream = open(path, 'rb', buffering=0)
+        self.compressed = False
+        self.fails = fails or (lambda text: BackupDamaged('zstd cannot decompress it (%s): the archive is damaged or truncated' % text))
+        if stage is None:
+            with open(path, 'rb') as handle:
+                self.compressed = handle.read(4) == MAGIC
+            if self.compressed:
+                self.stage = decompressor(path)
+        self.stream = self.stage.proc.stdout if self.stage else open(path, 'rb', buffering=0)
 
     def _damaged(self, what):
         return BackupDamaged('the archive is damaged: %s (at byte %d of the tar stream)' % (what, self.offset))
 
-    def _zstd_text(self):
-        if self.zstd is None:
+    def _stage_text(self):
+        if self.stage is None:
             return ''
-        text = self.zstd.text(timeout=5)
+        text = self.stage.text(timeout=5)
         # zstd prefixes its message with (the tail of) the file name: keep the message.
-        return text.split(' : ', 1)[1] if ' : ' in text else text
+        return text.split(' : ', 1)[1] if ' : ' in text and self.compressed else text
 
     def _fill(self, view):
         """Fill ``view`` completely from the stream, or fail as truncated."""
@@ -85,9 +87,9 @@ class ArchiveSource:
         while got < len(view):
             count = self.stream.readinto(view[got:])
             if not count:
-                why = self._zstd_text()
+                why = self._stage_text()
                 if why:
-                    raise BackupDamaged('zstd cannot decompress it (%s): the archive is damaged or truncated' % why)
+                    raise self.fails(why)
                 raise BackupDamaged('it ends early at byte %d of the tar stream: the archive is truncated' % self.offset)
             got += count
         self.offset += got
@@ -217,16 +219,15 @@ class ArchiveSource:
             if self.buf.count(0, 0, count) != count:
                 raise self._damaged('data after the end-of-archive marker')
             self.offset += count
-        if self.zstd is not None:
-            code = self.zstd.proc.wait()
+        if self.stage is not None:
+            code = self.stage.proc.wait()
             if code != 0:
-                raise BackupDamaged('zstd cannot decompress it (%s): the archive is damaged or truncated'
-                                    % (self._zstd_text() or 'exit code %d' % code))
+                raise self.fails(self._stage_text() or 'exit code %d' % code)
 
     def close(self):
-        if self.zstd is not None:
-            self.zstd.kill()
-            self.zstd.proc.stdout.close()
-            self.zstd.close()
+        if self.stage is not None:
+            self.stage.kill()
+            self.stage.proc.stdout.close()
+            self.stage.close()
         else:
             self.stream.close()

@@ -31,18 +31,24 @@ def sparse_map_block(regions, size):
 
 
 class ArchiveSink:
-    """A tar stream into ``fd``, through ``zstd`` at ``level`` when ``compression`` is zstd."""
+    """A tar stream into ``fd``, through ``zstd`` at ``level`` when ``compression`` is zstd.
 
-    def __init__(self, fd, top, mtime, compression, level, threads):
+    ``fd`` is a file of ours, made durable at the end; or, with ``reader``, a pipe to
+    another program (restic), and ``reader()`` is the error to raise when it stops reading.
+    """
+
+    def __init__(self, fd, top, mtime, compression, level, threads, reader=None):
         self.fd = fd
         self.top = top
         self.mtime = int(mtime)
         self.zstd = None
+        self.reader = reader
         self.pipe = Pipeline()
-        self.flusher = Flusher(fd)
+        self.flusher = None if reader else Flusher(fd)
         self.written = self.flushed_at = 0
         if compression == 'zstd':
             self.zstd = compressor(fd, level, threads)
+            self.reader = self._zstd_error
             self.out = self.zstd.proc.stdin.fileno()
         else:
             self.out = fd
@@ -54,17 +60,17 @@ class ArchiveSink:
         try:
             write_all(self.out, data)
         except BrokenPipeError:
-            raise OperationFailed('zstd stopped: %s' % self._zstd_error()) from None
+            raise self.reader() from None
         self.written += len(data)
-        if self.written - self.flushed_at >= FLUSH_EVERY:
+        if self.flusher and self.written - self.flushed_at >= FLUSH_EVERY:
             self.flushed_at = self.written
             self.flusher.wrote(os.fstat(self.fd).st_size)
 
-    def _zstd_error(self):
+    def _zstd_error(self, verb='stopped'):
         text = self.zstd.text()
         if 'No space left' in text:
-            raise OSError(errno.ENOSPC, 'No space left on device')
-        return text or 'exit code %s' % self.zstd.proc.returncode
+            return OSError(errno.ENOSPC, 'No space left on device')
+        return OperationFailed('zstd %s: %s' % (verb, text or 'exit code %s' % self.zstd.proc.returncode))
 
     def _header(self, name, size, kind=tarfile.REGTYPE, mode=0o600, pax=None):
         info = tarfile.TarInfo(name)
@@ -119,9 +125,10 @@ class ArchiveSink:
         if self.zstd is not None:
             self.zstd.proc.stdin.close()
             if self.zstd.proc.wait() != 0:
-                raise OperationFailed('zstd failed: %s' % self._zstd_error())
+                raise self._zstd_error('failed')
             self.zstd.close()
-        os.fsync(self.fd)
+        if self.flusher:
+            os.fsync(self.fd)
 
     def abort(self):
         if self.zstd is not None:
@@ -131,4 +138,4 @@ class ArchiveSink:
             self.zstd.close()
 
     def size(self):
-        return os.fstat(self.fd).st_size
+        return os.fstat(self.fd).st_size if self.flusher else self.written

@@ -20,7 +20,8 @@ def pause_point(point):
     (10 minutes at most), so an integration test can act inside the window (write as
     the guest, SIGKILL the module) and then let it go on. Points: ``restore-commit``
     (domain undefined, first file set aside), ``backup-held`` (the domain held for the
-    copy: overlays in place, paused or shut down; files about to be copied).
+    copy: overlays in place, paused or shut down; files about to be copied), ``backup-writing``
+    (the backup's small files written, its disks next; with a repository, restic is reading).
     """
     spec = os.environ.get(PAUSE_ENV, '')
     if not spec.startswith(point + ':'):

@@ -22,9 +22,12 @@ from .zstd import MAGIC
 
 
 def open_source(src):
-    """The reader for a backup path: a directory, a .tar.zst or a .tar."""
+    """The reader for a backup: a directory, a .tar.zst or a .tar path, or a backup in a repository."""
+    if hasattr(src, 'open'):
+        return src.open()
     if not os.path.isabs(src):
-        raise InvalidInput('src must be an absolute path, got %r' % src)
+        raise InvalidInput('src must be an absolute path, got %r (a restic snapshot ID or latest needs repository)'
+                           % src)
     if not os.path.exists(src):
         raise InvalidInput('src %s does not exist: give the path of a backup made by vm_backup (state=present '
                            'returns it as backup.path)' % src)
@@ -189,7 +192,7 @@ class Reading:
         """What was read, as vm_backup returns it (``verified``)."""
         manifest = self.manifest
         return dict(
-            path=self.src,
+            self.src.result() if hasattr(self.src, 'result') else dict(path=self.src),
             format=self.source.kind,
             compressed=getattr(self.source, 'compressed', False),
             format_version=manifest.format_version,

@@ -16,13 +16,30 @@ DEFAULT_LEVEL = 3           # zstd level when compression_level is not set (the 
 SUFFIXES = {'zstd': '.tar.zst', 'none': '.tar', 'directory': ''}
 
 
+# vm_backup's keep_* options, as restic forget options (keep itself is --keep-last).
+RETENTION = (('keep', 'keep-last'), ('keep_daily', 'keep-daily'), ('keep_weekly', 'keep-weekly'),
+             ('keep_monthly', 'keep-monthly'))
+REPOSITORY_OPTIONS = ('repository_password', 'repository_password_file', 'repository_env', 'repository_init')
+
+
+@dataclasses.dataclass(frozen=True)
+class RepositoryConfig:
+    """A restic repository and how to open it; repr() never shows a secret."""
+
+    location: str
+    password: Optional[str] = dataclasses.field(default=None, repr=False)
+    password_file: Optional[str] = None
+    env: dict = dataclasses.field(default_factory=dict, repr=False)
+    init: bool = False
+
+
 @dataclasses.dataclass(frozen=True)
 class BackupRequest:
     """state=present: where to write what, and how to treat the domain."""
 
     uri: str
     domain: str
-    dest: str
+    dest: Optional[str]         # None with a repository
     format: str                 # archive | directory
     compression: Optional[str]  # zstd | none; None for a directory
     level: Optional[int]        # the zstd level; None without zstd
@@ -31,6 +48,8 @@ class BackupRequest:
     if_running: str
     shutdown_timeout: int
     quiesce: bool = False
+    repository: Optional[RepositoryConfig] = None
+    retention: tuple = ()       # ((restic forget option, count), ...), with a repository
 
     @property
     def writer(self):
@@ -59,6 +78,7 @@ class ReadRequest:
     disk_root: Optional[str] = None  # disk_dir resolved (realpath): where the disks go
     force: bool = False
     start: bool = False
+    repository: Optional[RepositoryConfig] = None
 
 
 def refuse_remote_uri(uri, state):
@@ -74,11 +94,45 @@ def refuse_remote_uri(uri, state):
                            'qemu:///system (nothing was done)' % (state, problem))
 
 
+def repository_config(params):
+    """The RepositoryConfig of ``params``, None without ``repository``; its options checked."""
+    location = params.get('repository')
+    if not location:
+        given = [key for key in REPOSITORY_OPTIONS + ('keep_daily', 'keep_weekly', 'keep_monthly') if params.get(key)]
+        if given:
+            raise InvalidInput('%s only apply with repository: set repository, or drop them' % ', '.join(given))
+        return None
+    password, password_file = params.get('repository_password'), params.get('repository_password_file')
+    if (password is None) == (password_file is None):
+        raise InvalidInput('repository needs exactly one of repository_password and repository_password_file '
+                           '(restic encrypts every repository)')
+    if password_file is not None:
+        if not os.path.isabs(password_file):
+            raise InvalidInput('repository_password_file must be an absolute path, got %r' % password_file)
+        if not os.access(password_file, os.R_OK):
+            raise InvalidInput('repository_password_file %s cannot be read: check the path and its permissions'
+                               % password_file)
+    if params['state'] != 'present' and params.get('dest') is not None:
+        raise InvalidInput('dest only applies to state present')
+    return RepositoryConfig(location=location, password=password, password_file=password_file,
+                            env=dict(params.get('repository_env') or {}), init=bool(params.get('repository_init')))
+
+
+def retention(params, repository):
+    """restic forget options for the keep_* options given; only keep applies to a dest."""
+    for key, _option in RETENTION:
+        if params.get(key) is not None and params[key] < 1:
+            raise InvalidInput('%s must be 1 or more (it counts the backup just made), got %d: omit %s to keep '
+                               'every backup' % (key, params[key], key))
+    if not repository:
+        return ()
+    return tuple((option, params[key]) for key, option in RETENTION if params.get(key) is not None)
+
+
 def backup_request(params):
     """The BackupRequest for vm_backup's ``params``; ``InvalidInput`` for a combination that makes no sense."""
-    if params['keep'] is not None and params['keep'] < 1:
-        raise InvalidInput('keep must be 1 or more (it counts the backup just made), got %d: omit keep to keep '
-                           'every backup' % params['keep'])
+    repository = repository_config(params)
+    policy = retention(params, repository)
     if params['threads'] < 0:
         raise InvalidInput('threads must be 0 (all cores) or more, got %d' % params['threads'])
     level = params['compression_level']
@@ -101,7 +155,19 @@ def backup_request(params):
     if params.get('force') or params.get('start'):
         raise InvalidInput('force and start only apply to state restored, not present')
     refuse_remote_uri(params['uri'], 'present')   # before dest, which is looked at here
+    if repository:
+        if params['dest'] is not None:
+            raise InvalidInput('dest and repository exclude each other: a backup goes into one of them')
+        if params['format'] != 'archive' or level is not None:
+            raise InvalidInput('format and compression_level do not apply to a repository (restic stores the '
+                               'tar stream, deduplicated and compressed itself): drop them')
+        return BackupRequest(uri=params['uri'], domain=params['domain'], dest=None, format='repository',
+                             compression=None, level=None, threads=params['threads'], keep=params['keep'],
+                             if_running=params['if_running'], shutdown_timeout=params['shutdown_timeout'],
+                             quiesce=bool(params.get('quiesce')), repository=repository, retention=policy)
     dest = params['dest']
+    if dest is None:
+        raise InvalidInput('state present needs dest (a directory) or repository (a restic repository)')
     if not os.path.isabs(dest):
         raise InvalidInput('dest must be an absolute path, got %r' % dest)
     if os.path.lexists(dest) and not os.path.isdir(dest):
@@ -116,9 +182,10 @@ def backup_request(params):
 
 def read_request(params):
     """The ReadRequest for vm_backup's ``params`` (state verified or restored)."""
-    for key in ('dest', 'keep'):
+    for key in ('dest', 'keep', 'keep_daily', 'keep_weekly', 'keep_monthly'):
         if params.get(key) is not None:
             raise InvalidInput('%s only applies to state present' % key)
+    repository = repository_config(params)
     if params.get('quiesce'):
         raise InvalidInput('quiesce only applies to state present')
     if params['state'] == 'restored':
@@ -135,4 +202,4 @@ def read_request(params):
                                'reach the images)' % disk_dir)
     return ReadRequest(uri=params['uri'], state=params['state'], src=params['src'], domain=params.get('domain'),
                        disk_dir=disk_dir, disk_root=os.path.realpath(disk_dir) if disk_dir else None,
-                       force=bool(params.get('force')), start=bool(params.get('start')))
+                       force=bool(params.get('force')), start=bool(params.get('start')), repository=repository)

@@ -40,6 +40,7 @@ from .files import existing_parent, free_bytes, missing_dirs, remove_stale
 from .manifest import DISK_ROLES, FILE_ROLES, XML_ROLES, DirectoryEntry
 from .reach import refuse_unreachable, restore_places
 from .reading import Reading
+from .repository import backup_source
 from .verify import check_domain, rate
 
 
@@ -384,14 +385,15 @@ def restore_backup(request, check_mode=False):
     started = time.monotonic()
     with Connection(request.uri) as conn:
         restorer = Restorer(conn, request, check_mode)
-        reading = Reading(request.src, restorer)
+        src = backup_source(request)
+        reading = Reading(src, restorer)
         try:
             reading.run()
         except BaseException:
             restorer.discard()
             raise
         summary = reading.summary()
-        restored = dict(src=request.src, domain=summary['domain'], uuid=summary['uuid'],
+        restored = dict(src=request.src, id=summary.get('id'), domain=summary['domain'], uuid=summary['uuid'],
                         backup_created=summary['created'], **what_is_written(reading.manifest, restorer.dest, reading.checksums),
                         snapshots=summary['snapshots'], current_snapshot=summary['current_snapshot'],
                         replaced=restorer.existing is not None, disk_dir=request.disk_dir, started=False,
@@ -408,7 +410,7 @@ def restore_backup(request, check_mode=False):
             return result
         try:
             if restorer.devices:
-                write_devices(request.src, restorer)
+                write_devices(src, restorer)
             dom = Swap(conn, restorer).run()
         except BaseException:
             restorer.discard()

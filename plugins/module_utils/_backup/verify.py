@@ -11,6 +11,7 @@ import time
 from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import InvalidInput
 
 from .reading import Reading
+from .repository import backup_source
 
 
 def check_domain(request, manifest):
@@ -27,7 +28,7 @@ def rate(size, duration):
 def verify_backup(request, check_mode=False):
     """vm_backup state=verified for a ReadRequest."""
     started = time.monotonic()
-    reading = Reading(request.src).run()
+    reading = Reading(backup_source(request)).run()
     check_domain(request, reading.manifest)
     duration = time.monotonic() - started
     summary = reading.summary()

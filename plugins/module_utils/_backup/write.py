@@ -2,7 +2,8 @@
 # Copyright: (c) 2026, kvm.snapshots contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Writes one backup: manifest, XML and files into an archive or directory under a partial name, then into place."""
+"""Writes one backup: manifest, XML and files into an archive or directory under a partial name, then into place;
+or into a repository ``Upload``."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .files import create_file, data_regions, dense, fsync_dir, hidden_beside, m
 from .manifest import CHECKSUMS, MANIFEST, checksums_bytes
 from .members import member_dirs
 from .names import PARTIAL
+from .pause import pause_point
 
 
 def open_source_file(entry):
@@ -55,9 +57,12 @@ def file_layout(entry):
 class Partial:
     """The backup being written, under a name no reader takes for a backup, locked against ``remove_stale``."""
 
+    undone = 'the partial backup was removed'
+
     def __init__(self, dest, name, request):
         self.name = name
         self.request = request
+        self.place = dest
         self.final = os.path.join(dest, name + request.suffix)
         self.path = hidden_beside(self.final, PARTIAL)
         self.fd = self.lock = self.sink = None
@@ -106,15 +111,19 @@ class Partial:
         if self.lock is not None:
             os.close(self.lock)
 
+    def result(self):
+        return dict(path=self.final)
 
-def write_backup(contents, dest, name, when, state, request):
-    """Write the backup ``name`` of ``contents`` into ``dest``: the ``backup`` result, less timings."""
+
+def write_backup(contents, target, when, state, request):
+    """Write the backup of ``contents`` through ``target`` (a ``Partial`` in dest, or a repository ``Upload``):
+    the ``backup`` result, less timings."""
+    name = target.name
     maps = [file_layout(entry) for entry in contents.files]
     manifest = contents.manifest(name, when, state, request.options(), maps)
-    partial = Partial(dest, name, request)
     data_size = 0
     try:
-        sink = partial.open(when.timestamp())
+        sink = target.open(when.timestamp())
         sink.add_dir('')
         digests = {MANIFEST: sink.add_bytes(MANIFEST, manifest.to_bytes())}
         digests['domain.xml'] = sink.add_bytes('domain.xml', contents.xml.encode())
@@ -123,6 +132,7 @@ def write_backup(contents, dest, name, when, state, request):
         snapshot_entries = [entry for entry in manifest.files if entry.role == 'snapshot']
         for entry, (_snap, data) in zip(snapshot_entries, contents.snapshot_files()):
             digests[entry.name] = sink.add_bytes(entry.name, data)
+        pause_point('backup-writing')
         for entry, regions in zip(manifest.files[1 + len(contents.snapshots):], maps):
             src = open_source_file(entry)
             try:
@@ -132,18 +142,18 @@ def write_backup(contents, dest, name, when, state, request):
             finally:
                 os.close(src)
         sink.add_bytes(CHECKSUMS, checksums_bytes(digests))
-        size = partial.commit()
+        size = target.commit()
     except BaseException as exc:
-        partial.remove(exc)
+        target.remove(exc)
         if isinstance(exc, OSError) and not isinstance(exc, KvmError):
-            raise OperationFailed(os_error_text(exc, 'writing the backup of %s' % contents.name, dest=dest,
-                                                way_out='choose another dest') + ' (the partial backup was removed)') from None
+            raise OperationFailed(os_error_text(exc, 'writing the backup of %s' % contents.name, dest=target.place,
+                                                way_out='choose another dest') + ' (%s)' % target.undone) from None
         raise
     finally:
-        partial.close()
+        target.close()
     files = [dict(name=e.name, role=e.role, path=e.path, size=e.size, sparse=bool(e.sparse), sha256=digests[e.name])
              for e in manifest.files]
-    return dict(path=partial.final, name=name, format=request.format, compression=request.compression,
+    return dict(target.result(), name=name, format=request.format, compression=request.compression,
                 compression_level=request.level, domain=contents.name, uuid=contents.uuid, created=manifest.created,
                 size=size, data_size=data_size, files=files, snapshots=contents.order,
                 current_snapshot=contents.current, manifest_sha256=digests[MANIFEST], disks=contents.disks)

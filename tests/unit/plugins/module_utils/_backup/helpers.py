@@ -22,7 +22,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._backup.contents imp
 from ansible_collections.kvm.snapshots.plugins.module_utils._backup.manifest import FORMAT, Manifest
 from ansible_collections.kvm.snapshots.plugins.module_utils._backup.names import safe_label
 from ansible_collections.kvm.snapshots.plugins.module_utils._backup.request import SUFFIXES, backup_request
-from ansible_collections.kvm.snapshots.plugins.module_utils._backup.write import write_backup
+from ansible_collections.kvm.snapshots.plugins.module_utils._backup.write import Partial, write_backup
 
 HAVE_ZSTD = shutil.which('zstd') is not None
 HAVE_GNU_TAR = shutil.which('tar') is not None and b'GNU tar' in subprocess.run(
@@ -143,7 +143,7 @@ def write(tmp_path, kind):
     dest = tmp_path / 'dest'
     dest.mkdir()
     contents = one_disk_contents(disk, snapshots=[('s1', SNAPSHOT_XML.format(name='s1', disk=disk))], current='s1')
-    outcome = write_backup(contents, str(dest), NAME, WHEN, 'shutoff', request_for(dest, kind))
+    outcome = write_to_dest(contents, str(dest), NAME, WHEN, 'shutoff', request_for(dest, kind))
     return disk, outcome
 
 
@@ -228,3 +228,8 @@ def write_sparse(path, data, regions):
         os.ftruncate(fd, len(data))
     finally:
         os.close(fd)
+
+
+def write_to_dest(contents, dest, name, when, state, request):
+    """write_backup into the directory ``dest`` under ``name``, as vm_backup's dest does."""
+    return write_backup(contents, Partial(dest, name, request), when, state, request)

@@ -35,7 +35,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._backup.names import
 )
 from ansible_collections.kvm.snapshots.plugins.module_utils._backup.reading import Reading  # noqa: E402
 from ansible_collections.kvm.snapshots.plugins.module_utils._backup.request import SUFFIXES  # noqa: E402
-from ansible_collections.kvm.snapshots.plugins.module_utils._backup.write import write_backup  # noqa: E402
+from ansible_collections.kvm.snapshots.tests.unit.plugins.module_utils._backup.helpers import write_to_dest  # noqa: E402
 from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import Interrupted  # noqa: E402
 from ansible_collections.kvm.snapshots.tests.unit.plugins.module_utils._backup.helpers import (  # noqa: E402
     HAVE_ZSTD,
@@ -63,7 +63,7 @@ def write_named(tmp_path, dest, name, uuid, when=WHEN, kind='none', name_of_back
         with open(disk, 'wb') as handle:
             handle.write(b'\xaa' * 4096)
     name_of_backup = name_of_backup or free_name(str(dest), name, uuid, when, SUFFIXES[kind])[0]
-    return write_backup(contents_of(name, uuid, disk), str(dest), name_of_backup, when, 'shutoff',
+    return write_to_dest(contents_of(name, uuid, disk), str(dest), name_of_backup, when, 'shutoff',
                         request_for(dest, kind, domain=name))
 
 
@@ -102,7 +102,7 @@ def test_reading_the_manifest_stops_at_the_head_of_the_stream(tmp_path):
     disk = tmp_path / 'big.raw'
     with open(disk, 'wb') as handle:
         handle.write(os.urandom(4 << 20))
-    outcome = write_backup(contents_of('big', UUID_A, str(disk)), str(dest), backup_name('big', WHEN, UUID_A), WHEN,
+    outcome = write_to_dest(contents_of('big', UUID_A, str(disk)), str(dest), backup_name('big', WHEN, UUID_A), WHEN,
                            'shutoff', request_for(dest, 'zstd', domain='big'))
     # Cut the archive in half: a reader that went past the manifest would fail.
     with open(outcome['path'], 'r+b') as handle:

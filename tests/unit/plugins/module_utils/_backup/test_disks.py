@@ -39,7 +39,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._backup.manifest imp
 )
 from ansible_collections.kvm.snapshots.plugins.module_utils._backup.request import ReadRequest, read_request  # noqa: E402
 from ansible_collections.kvm.snapshots.plugins.module_utils._backup.restore import Restorer, restore_backup  # noqa: E402
-from ansible_collections.kvm.snapshots.plugins.module_utils._backup.write import write_backup  # noqa: E402
+from ansible_collections.kvm.snapshots.tests.unit.plugins.module_utils._backup.helpers import write_to_dest  # noqa: E402
 from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import InvalidInput, parse_xml  # noqa: E402
 from ansible_collections.kvm.snapshots.tests.unit.plugins.module_utils._backup.helpers import (  # noqa: E402
     HOST,
@@ -282,7 +282,7 @@ def test_a_restore_writes_a_device_only_with_force_and_only_what_the_backup_hold
     contents = Contents(name='unit1', uuid=UUID, xml=xml, files=[entry], host=dict(HOST))
     dest = tmp_path / 'dest'
     dest.mkdir()
-    backup = write_backup(contents, str(dest), NAME, WHEN, 'shutoff', request_for(dest, 'directory'))
+    backup = write_to_dest(contents, str(dest), NAME, WHEN, 'shutoff', request_for(dest, 'directory'))
     scribbled = b'\xff' * len(original)
     device.write_bytes(scribbled)
     monkeypatch.setattr(restore_module, 'is_block', lambda path: path == str(device))

@@ -19,7 +19,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._backup.contents imp
 from ansible_collections.kvm.snapshots.plugins.module_utils._backup.manifest import DirectoryEntry, FileEntry, Manifest  # noqa: E402
 from ansible_collections.kvm.snapshots.plugins.module_utils._backup.request import ReadRequest, read_request  # noqa: E402
 from ansible_collections.kvm.snapshots.plugins.module_utils._backup.restore import Restorer, restore_backup  # noqa: E402
-from ansible_collections.kvm.snapshots.plugins.module_utils._backup.write import write_backup  # noqa: E402
+from ansible_collections.kvm.snapshots.tests.unit.plugins.module_utils._backup.helpers import write_to_dest  # noqa: E402
 from ansible_collections.kvm.snapshots.plugins.module_utils._domain_xml import rewrite_paths  # noqa: E402
 from ansible_collections.kvm.snapshots.tests.unit.plugins.module_utils._backup.helpers import (  # noqa: E402
     DOMAIN_XML,
@@ -113,7 +113,7 @@ def test_restore_result_names_what_the_restore_writes(tmp_path, conn):
                          DirectoryEntry(path=state + '/nomode')]
     dest = tmp_path / 'dest'
     dest.mkdir()
-    outcome = write_backup(contents, str(dest), NAME, WHEN, 'shutoff', request_for(dest, 'directory'))
+    outcome = write_to_dest(contents, str(dest), NAME, WHEN, 'shutoff', request_for(dest, 'directory'))
     result = restore_backup(read_request(dict(uri='test:///default', state='restored', src=outcome['path'],
                                               domain=None, dest=None, keep=None, disk_dir=None, force=True,
                                               start=False)), check_mode=True)

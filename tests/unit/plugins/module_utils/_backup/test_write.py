@@ -26,7 +26,7 @@ pytest.importorskip('lxml')
 from ansible_collections.kvm.snapshots.plugins.module_utils._backup import digest  # noqa: E402
 from ansible_collections.kvm.snapshots.plugins.module_utils._backup.names import backup_name  # noqa: E402
 from ansible_collections.kvm.snapshots.plugins.module_utils._backup.reading import Reading  # noqa: E402
-from ansible_collections.kvm.snapshots.plugins.module_utils._backup.write import write_backup  # noqa: E402
+from ansible_collections.kvm.snapshots.tests.unit.plugins.module_utils._backup.helpers import write_to_dest  # noqa: E402
 from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import OperationFailed  # noqa: E402
 from ansible_collections.kvm.snapshots.tests.unit.plugins.module_utils._backup.helpers import (  # noqa: E402
     HAVE_GNU_TAR,
@@ -113,7 +113,7 @@ def test_write_never_replaces_an_existing_backup(tmp_path):
     disk = tmp_path / 'web1.raw'
     disk.write_bytes(b'\xaa' * 4096)
     with pytest.raises(OperationFailed, match='appeared while the backup was written'):
-        write_backup(one_disk_contents(str(disk), name='web1'), str(dest), name, WHEN, 'shutoff',
+        write_to_dest(one_disk_contents(str(disk), name='web1'), str(dest), name, WHEN, 'shutoff',
                      request_for(dest, 'none', domain='web1'))
     assert (dest / (name + '.tar')).read_bytes() == b'someone else'
     assert sorted(os.listdir(dest)) == [name + '.tar']
@@ -138,7 +138,7 @@ def test_a_signal_in_the_middle_of_writing_removes_the_partial_backup(tmp_path, 
     monkeypatch.setattr(digest.ContentDigest, 'update', hash_then_signal)
     when = datetime.datetime(2026, 11, 27, 2, 3, 4, tzinfo=datetime.timezone.utc)
     name = backup_name('unit1', when, UUID)
-    result = run_module(lambda: write_backup(contents, str(dest), name, when, 'shutoff', request_for(dest, 'none')))
+    result = run_module(lambda: write_to_dest(contents, str(dest), name, when, 'shutoff', request_for(dest, 'none')))
     assert len(partials) == 1
     assert os.listdir(dest) == []
     assert result['interrupted'] == dict(signal='SIGTERM',
