@@ -21,6 +21,15 @@ from .members import Member, member_dirs
 FICLONE = 0x40049409        # ioctl: reflink a whole file (XFS, Btrfs, ...)
 
 
+def tree_size(root):
+    """Bytes on disk of the files under ``root`` (allocated blocks: a hole costs nothing)."""
+    total = 0
+    for base, _dirs, files in os.walk(root):
+        for name in files:
+            total += os.lstat(os.path.join(base, name)).st_blocks * 512
+    return total
+
+
 class DirectorySink:
     """The backup as plain files: reflink copies where the file system can, sparse copies otherwise."""
 
@@ -70,11 +79,7 @@ class DirectorySink:
         pass
 
     def size(self):
-        total = 0
-        for base, _dirs, files in os.walk(self.root):
-            for name in files:
-                total += os.lstat(os.path.join(base, name)).st_blocks * 512
-        return total
+        return tree_size(self.root)
 
 
 class DirectorySource:
