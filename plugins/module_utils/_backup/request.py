@@ -100,7 +100,8 @@ def repository_config(params):
     if not location:
         given = [key for key in REPOSITORY_OPTIONS + ('keep_daily', 'keep_weekly', 'keep_monthly') if params.get(key)]
         if given:
-            raise InvalidInput('%s only apply with repository: set repository, or drop them' % ', '.join(given))
+            raise InvalidInput('%s only appl%s with repository: set repository, or drop %s'
+                               % (', '.join(given), 'ies' if len(given) == 1 else 'y', 'it' if len(given) == 1 else 'them'))
         return None
     password, password_file = params.get('repository_password'), params.get('repository_password_file')
     if (password is None) == (password_file is None):
