@@ -15,7 +15,7 @@ from .catalog import domain_backups, remove_backup
 from .errors import human_size, os_error_text
 from .files import existing_parent, free_bytes, make_dirs, remove_stale
 from .names import backup_name, free_name, partial_pattern
-from .repository import Repository
+from .repository import Repository, check_taggable
 from .write import Partial
 
 
@@ -77,7 +77,7 @@ class RepositoryPlace:
 
     def plan(self, contents, when):
         name = backup_name(contents.name, when, contents.uuid)
-        self.repository.upload(name, contents.name, contents.uuid)   # refuses a name restic cannot tag
+        check_taggable(contents.name)
         return name, when, dict(path=None, id=None, repository=self.repository.location, size=None), self._plan_removal(contents)
 
     def _plan_removal(self, contents):
@@ -97,7 +97,7 @@ class RepositoryPlace:
         return backup_name(contents.name, when, contents.uuid), when
 
     def target(self, name, contents):
-        return self.repository.upload(name, contents.name, contents.uuid)
+        return self.repository.upload(name, contents.name, contents.uuid, len(contents.order))
 
     def retain(self, contents):
         if not self.request.retention:

@@ -28,6 +28,9 @@ TAG = 'kvm.snapshots'
 DOMAIN_TAG = 'domain:'
 UUID_TAG = 'uuid:'
 NAME_TAG = 'backup:'
+SNAPSHOTS_TAG = 'snapshots:'   # how many internal snapshots the backup holds
+SIZE_TAG = 'size:'             # the stream's bytes, known once it is stored
+ADDED_TAG = 'added:'           # the bytes it added to the repository (restic's data_added)
 
 
 def stream_name(domain):
@@ -47,6 +50,11 @@ def tag_value(snapshot, prefix):
         if tag.startswith(prefix):
             return tag[len(prefix):]
     return None
+
+
+def tag_number(snapshot, prefix):
+    value = tag_value(snapshot, prefix)
+    return int(value) if value and value.isdigit() else None
 
 
 class Repository:
@@ -111,8 +119,15 @@ class Repository:
                                            tag_value(snap, UUID_TAG), domain))
         return RepositoryBackup(self, snap)
 
-    def upload(self, name, domain, uuid):
-        return Upload(self, name, domain, uuid)
+    def upload(self, name, domain, uuid, snapshots=0):
+        return Upload(self, name, domain, uuid, snapshots)
+
+    def annotate(self, snapshot_id, name, tags):
+        """Add ``tags`` to a backup's snapshot; restic stores it again under a new ID, which is returned."""
+        self.restic.run(['tag', '--add', ','.join(tags), snapshot_id], 'recording the size of backup %s' % name)
+        found = self.restic.json(['--no-lock', 'snapshots', '--tag', '%s,%s%s' % (TAG, NAME_TAG, name)],
+                                 'looking up backup %s' % name) or []
+        return found[-1]['short_id'] if found else snapshot_id
 
     def forget(self, uuid, policy, check_mode):
         """Apply ``policy`` (restic forget options) to the domain's backups; the IDs that go, oldest first."""
@@ -165,12 +180,12 @@ class Upload:
 
     undone = 'no backup was stored'
 
-    def __init__(self, repository, name, domain, uuid):
+    def __init__(self, repository, name, domain, uuid, snapshots):
         check_taggable(domain)
         self.repository = repository
         self.name = name
         self.place = repository.location
-        self.tags = [TAG, DOMAIN_TAG + domain, UUID_TAG + uuid.lower(), NAME_TAG + name]
+        self.tags = [TAG, DOMAIN_TAG + domain, UUID_TAG + uuid.lower(), NAME_TAG + name, SNAPSHOTS_TAG + str(snapshots)]
         self.filename = stream_name(domain)
         self.stage = self.out = self.sink = None
         self.summary = {}
@@ -204,7 +219,16 @@ class Upload:
         if 'snapshot_id' not in self.summary:
             raise OperationFailed('restic stored the backup in %s but named no snapshot: check the repository with '
                                   'restic snapshots' % self.repository.location)
-        return self.sink.size()
+        size = self.sink.size()
+        # For vm_backup_info, which could otherwise only learn them by reading the repository's index.
+        # The backup is stored already: should this fail, it is listed without them.
+        try:
+            self.summary['snapshot_id'] = self.repository.annotate(
+                self.summary['snapshot_id'], self.name,
+                [SIZE_TAG + str(size), ADDED_TAG + str(self.summary.get('data_added', 0))])
+        except RepositoryError:
+            pass
+        return size
 
     def remove(self, exc):
         """Stop restic before its stdin closes: it must never take a cut stream for a whole one."""
