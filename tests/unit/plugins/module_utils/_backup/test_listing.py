@@ -29,7 +29,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._backup.listing impo
 )
 from ansible_collections.kvm.snapshots.plugins.module_utils._backup.names import backup_name  # noqa: E402
 from ansible_collections.kvm.snapshots.plugins.module_utils._backup.request import SUFFIXES  # noqa: E402
-from ansible_collections.kvm.snapshots.plugins.module_utils._backup.write import write_backup  # noqa: E402
+from ansible_collections.kvm.snapshots.tests.unit.plugins.module_utils._backup.helpers import write_to_dest  # noqa: E402
 from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import InvalidInput  # noqa: E402
 from ansible_collections.kvm.snapshots.tests.unit.plugins.module_utils._backup.helpers import (  # noqa: E402
     HAVE_ZSTD,
@@ -58,7 +58,7 @@ def make(tmp_path, dest, name, uuid, when, kind, snapshots=(), backup=None, data
     snaps = [(snap, SNAPSHOT_XML.format(name=snap, disk=disk)) for snap in snapshots]
     contents = one_disk_contents(disk, name=name, uuid=uuid, xml=domain_xml(disk, name, uuid), snapshots=snaps,
                                  current=snapshots[-1] if snapshots else None)
-    return write_backup(contents, str(dest), backup or backup_name(name, when, uuid), when, 'shutoff',
+    return write_to_dest(contents, str(dest), backup or backup_name(name, when, uuid), when, 'shutoff',
                         request_for(dest, kind, domain=name))
 
 

@@ -221,8 +221,10 @@ def test_a_stage_dies_with_the_module(tmp_path):
     (dict(format='directory'), 'format and compression_level do not apply to a repository'),
     (dict(compression_level=5), 'format and compression_level do not apply to a repository'),
     (dict(keep_daily=0), 'keep_daily must be 1 or more'),
-    (dict(repository=None, dest='/srv/b', keep_weekly=2), 'keep_weekly only applies with repository'),
-    (dict(repository=None, dest='/srv/b', repository_init=True), 'repository_init only applies with repository'),
+    (dict(repository=None, repository_password=None, dest='/srv/b', keep_weekly=2),
+     'keep_weekly only applies with repository: set repository, or drop it'),
+    (dict(repository=None, dest='/srv/b', repository_init=True),
+     'repository_password, repository_init only apply with repository: set repository, or drop them'),
     (dict(repository_password=None, repository_password_file='relative'), 'must be an absolute path'),
 ])
 def test_repository_options_refused(tmp_path, changes, text):
