@@ -80,7 +80,7 @@ def back_up(tmp_path, name='unit1', uuid=UUID, fail_after=None):
     request = backup_request(params(tmp_path, domain=name))
     repository = Repository(request.repository)
     repository.ensure(True, False)
-    upload = repository.upload('%s-backup' % name, name, uuid)
+    upload = repository.upload('%s-backup' % name, name, uuid, len(contents.order))
     if fail_after is not None:
         real_open = upload.open
 
@@ -101,7 +101,8 @@ def test_a_backup_is_one_tagged_restic_snapshot_and_reads_back_whole(tmp_path):
     backup = back_up(tmp_path)
     snaps = restic_json(tmp_path, 'snapshots')
     assert [snap['short_id'] for snap in snaps] == [backup['id']]
-    assert set(snaps[0]['tags']) == {'kvm.snapshots', 'domain:unit1', 'uuid:' + UUID, 'backup:unit1-backup'}
+    assert set(snaps[0]['tags']) == {'kvm.snapshots', 'domain:unit1', 'uuid:' + UUID, 'backup:unit1-backup', 'snapshots:1',
+                                     'size:%d' % backup['size'], 'added:%d' % backup['added']}
     assert snaps[0]['paths'] == ['/unit1.tar']
     assert backup['path'] is None and backup['added'] > 0 and backup['size'] > 1 << 20
     request = read_request(dict(uri='qemu:///system', state='verified', src='latest', domain='unit1',
@@ -197,7 +198,8 @@ def test_a_stage_dies_with_the_module(tmp_path):
     """SIGKILL of the module must not leave restic reading a closed pipe as the end of the stream."""
     script = ('import sys, time; from ansible_collections.kvm.snapshots.plugins.module_utils._backup.stage import '
               'Stage; s = Stage(["sleep", "60"], "no sleep", tied=True); print(s.proc.pid, flush=True); time.sleep(60)')
-    parent = subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE, env=dict(os.environ))
+    parent = subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE,
+                              env=dict(os.environ, PYTHONPATH=os.pathsep.join(path for path in sys.path if path)))
     child = int(parent.stdout.readline())
     parent.kill()
     parent.wait()
