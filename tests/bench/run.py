@@ -58,6 +58,7 @@ SPARSE = PREFIX + 'sparse'
 DENSE = PREFIX + 'dense'
 LIVE = PREFIX + 'live-'
 BLOCK = PREFIX + 'block'
+REPO_DOM = PREFIX + 'repo'
 MODULES = 'ansible_collections.kvm.snapshots.plugins.modules.'
 MIB = 1 << 20
 GIB = 1 << 30
@@ -75,6 +76,7 @@ CASE_WORK = {
     10: 'read limit, cold cache',
     11: 'block device backup (a loop device with the data of 5)',
     12: 'live backup of a running domain vs suspend, offline and virtnbdbackup',
+    13: 'restic repository: first backup, incremental after 2% changed, restore, vs the archive',
 }
 
 
@@ -1122,6 +1124,105 @@ class Bench:
                  ours_label='vm_backup if_running=live', base_label='virtnbdbackup -l copy -z')
         self.clear(out)
 
+    # ------------------------------------------------------------ case 13
+
+    def case_13(self, big):
+        """restic repositories (issue 13) on a copy of the big domain, shut off, each pair in one run:
+        13a the first backup into a fresh local repository vs the archive backup of case 5; 13b after 2% of
+        the data was rewritten at 8 scattered places, the next backup into the repository vs a full archive
+        backup, and the bytes it added; 13c a restore from the repository vs one from the archive."""
+        reps = self.reps(3)
+        out = self.work / 'out' / 'c13'
+        self.mkdir(out)
+        password = 'bench-%s' % uuid.uuid4().hex
+        spec = self.big_spec()
+        added = {}
+
+        def repo_args(repo, **extra):
+            return dict(domain=big['name'], repository=str(repo), repository_password=password,
+                        repository_init=True, **extra)
+
+        def into_repo(key, repo):
+            def run(rep):
+                m = self.module('vm_backup', repo_args(repo(rep)))
+                b = m.extra['result']['backup']
+                added.setdefault(key, []).append(b['added'])
+                added.setdefault(key + '-size', []).append(b['size'])
+                return m
+            return run
+
+        def archive(rep):
+            m = self.module('vm_backup', self.backup_args(big['name'], out / 'archive'))
+            added.setdefault('archive', []).append(os.path.getsize(m.extra['result']['backup']['path']))
+            return m
+
+        res = self.interleave('13a', [
+            ('first', into_repo('first', lambda rep: out / ('first-%d' % rep)), lambda rep: sync(),
+             lambda rep, m: self.clear(out / ('first-%d' % rep)), None),
+            ('archive', archive, lambda rep: sync(), lambda rep, m: self.clear(out / 'archive'), None),
+        ], reps)
+        self.row('13a', 'first backup of the %s qcow2 (%s of data, 3 snapshots) into a new local repository'
+                 % (human(spec['virt']), human(spec['data'])), res['first'], res['archive'], 2.5,
+                 note='repository added %s; the archive is %s' % (human(added['first'][0]), human(added['archive'][0])),
+                 ours_label='vm_backup repository=PATH (restic backup --stdin)',
+                 base_label='vm_backup dest=DIR (zstd -3 archive)')
+
+        repo = out / 'repo'
+        self.module('vm_backup', repo_args(repo))
+        chunk = out / 'change.bin'
+        change = int(spec['data'] * 0.02) // 8 // 65536 * 65536
+        chunk.write_bytes(os.urandom(change))
+        rng = random.Random(13)
+
+        def rewrite(rep):
+            for _place in range(8):
+                offset = rng.randrange(0, spec['virt'] - change) // 65536 * 65536
+                sh(['qemu-io', '-f', 'qcow2', '-c', 'write -s %s %d %d' % (chunk, offset, change), big['disk']])
+            sync()
+        res = self.interleave('13b', [
+            ('incremental', into_repo('incremental', lambda rep: repo), rewrite, None, None),
+            ('archive', archive, lambda rep: sync(), lambda rep, m: self.clear(out / 'archive'), None),
+        ], reps)
+        share = max(a / f for a, f in zip(added['incremental'], added['archive']))
+        self.row('13b', 'the next backup after 2%% of the data changed (8 places) vs a full archive backup',
+                 res['incremental'], res['archive'], 1.0,
+                 note='added %s (median) per incremental, at most %.1f%% of the archive (target <= 5%%)'
+                 % (human(statistics.median(added['incremental'])), 100 * share),
+                 ours_label='vm_backup repository=PATH, second backup', base_label='vm_backup dest=DIR (archive)')
+        self.rows.append(dict(case='13c', work='bytes the incremental added, vs the full archive', ours=None, base=None,
+                              ratio=round(share, 4), target='<= 0.05', met='yes' if share <= 0.05 else 'NO',
+                              note='restic data_added of each incremental / size of the archive',
+                              ours_label='backup.added', base_label='archive size', n=None))
+
+        made = self.module('vm_backup', self.backup_args(big['name'], out / 'src'))
+        src = made.extra['result']['backup']['path']
+
+        def restore(key, args):
+            def run(rep):
+                disk_dir = self.mkdir_fresh(out / ('%s-%d' % (key, rep)))
+                m = self.module('vm_backup', dict(args, state='restored', disk_dir=str(disk_dir), force=True))
+                if len(m.extra['result']['restored']['snapshots']) != 3:
+                    raise RuntimeError('case 13: restored %s' % m.extra['result']['restored']['snapshots'])
+                return m
+            return run
+        res = self.interleave('13d', [
+            ('repository', restore('repository', dict(src='latest', domain=big['name'], repository=str(repo),
+                                                      repository_password=password)),
+             lambda rep: sync(), lambda rep, m: self.clear(out / ('repository-%d' % (rep - 1))), None),
+            ('archive', restore('archive', dict(src=src)), lambda rep: sync(),
+             lambda rep, m: self.clear(out / ('archive-%d' % (rep - 1))), None),
+        ], reps)
+        self.row('13d', 'restore from the repository vs from the archive', res['repository'], res['archive'], 2.0,
+                 ours_label='vm_backup state=restored src=latest repository=PATH (restic dump)',
+                 base_label='vm_backup state=restored src=ARCHIVE')
+        self.remove_domain(big['name'])
+        self.clear(out)
+
+    def mkdir_fresh(self, path):
+        self.clear(path)
+        self.mkdir(path)
+        return path
+
     # ------------------------------------------------------------ case 11
 
     def block_file(self):
@@ -1259,6 +1360,8 @@ class Bench:
         big_cases = [c for c in (5, 6, 7, 10, 11, 12, 8) if c in cases]
         for c in big_cases:
             steps.append((str(c), lambda c=c: getattr(self, 'case_%d' % c)(self.ensure_big())))
+        if 13 in cases:
+            steps.append(('13', lambda: self.case_13(self.ensure_big(REPO_DOM))))
         if 9 in cases:
             steps.append(('9', self.case_9))
         for label, step in steps:
