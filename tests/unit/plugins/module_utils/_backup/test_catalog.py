@@ -64,7 +64,7 @@ def write_named(tmp_path, dest, name, uuid, when=WHEN, kind='none', name_of_back
             handle.write(b'\xaa' * 4096)
     name_of_backup = name_of_backup or free_name(str(dest), name, uuid, when, SUFFIXES[kind])[0]
     return write_to_dest(contents_of(name, uuid, disk), str(dest), name_of_backup, when, 'shutoff',
-                        request_for(dest, kind, domain=name))
+                         request_for(dest, kind, domain=name))
 
 
 @pytest.mark.parametrize('kind', KINDS)
@@ -103,7 +103,7 @@ def test_reading_the_manifest_stops_at_the_head_of_the_stream(tmp_path):
     with open(disk, 'wb') as handle:
         handle.write(os.urandom(4 << 20))
     outcome = write_to_dest(contents_of('big', UUID_A, str(disk)), str(dest), backup_name('big', WHEN, UUID_A), WHEN,
-                           'shutoff', request_for(dest, 'zstd', domain='big'))
+                            'shutoff', request_for(dest, 'zstd', domain='big'))
     # Cut the archive in half: a reader that went past the manifest would fail.
     with open(outcome['path'], 'r+b') as handle:
         handle.truncate(os.path.getsize(outcome['path']) // 2)

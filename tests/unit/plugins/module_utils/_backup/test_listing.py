@@ -59,7 +59,7 @@ def make(tmp_path, dest, name, uuid, when, kind, snapshots=(), backup=None, data
     contents = one_disk_contents(disk, name=name, uuid=uuid, xml=domain_xml(disk, name, uuid), snapshots=snaps,
                                  current=snapshots[-1] if snapshots else None)
     return write_to_dest(contents, str(dest), backup or backup_name(name, when, uuid), when, 'shutoff',
-                        request_for(dest, kind, domain=name))
+                         request_for(dest, kind, domain=name))
 
 
 def on_disk(path):

@@ -114,7 +114,7 @@ def test_write_never_replaces_an_existing_backup(tmp_path):
     disk.write_bytes(b'\xaa' * 4096)
     with pytest.raises(OperationFailed, match='appeared while the backup was written'):
         write_to_dest(one_disk_contents(str(disk), name='web1'), str(dest), name, WHEN, 'shutoff',
-                     request_for(dest, 'none', domain='web1'))
+                      request_for(dest, 'none', domain='web1'))
     assert (dest / (name + '.tar')).read_bytes() == b'someone else'
     assert sorted(os.listdir(dest)) == [name + '.tar']
 
