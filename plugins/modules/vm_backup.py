@@ -165,7 +165,8 @@ options:
         its name is not trusted. Backups named by older versions (C(<domain>-<UTC time>), without the UUID
         tag) count too when their manifest records this domain's UUID, whatever their name. A backup whose
         manifest cannot be read belongs to no domain and is never removed.
-      - Must be 1 or more; when not set, nothing is removed.
+      - V(N) keeps the newest V(N) (1 or more, the new one included). V(0) is refused. Not set, every backup
+        is kept.
     type: int
   src:
     description:
