@@ -29,7 +29,7 @@ from .files import existing_parent, free_bytes, make_dirs, remove_stale
 from .hold import DomainHold, running_action
 from .live import LiveOverlay, merge_leftovers
 from .locks import DomainLock
-from .names import backup_name, free_name, partial_pattern, utcnow_ms
+from .names import SUMS_SUFFIX, backup_name, free_name, partial_pattern, utcnow_ms
 from .pause import pause_point
 from .verify import rate
 from .write import write_backup
@@ -130,6 +130,7 @@ def plan_backup(conn, dom, request):
     result = started_result(contents)
     result.update(backup=dict(
         path=os.path.join(request.dest, name + request.suffix), name=name, format=request.format,
+        checksum_file=os.path.join(request.dest, name + request.suffix + SUMS_SUFFIX),
         compression=request.compression, domain=contents.name, uuid=contents.uuid, action=action, mode=hold.mode,
         files=[dict(name=e.name, role=e.role, path=e.path, size=e.size) for e in manifest.files],
         snapshots=contents.order, current_snapshot=contents.current, size=None,

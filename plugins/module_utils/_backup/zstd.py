@@ -45,13 +45,14 @@ class Zstd:
         self.errors.close()
 
 
-def compressor(out_fd, level, threads):
-    """zstd compressing what is written to ``.stdin`` into ``out_fd``."""
+def compressor(level, threads):
+    """zstd compressing what is written to ``.proc.stdin``; the compressed stream comes out of ``.proc.stdout``."""
     args = ['-q', '-c', '-%d' % level, '-T%d' % threads]
     if level > 19:
         args.insert(0, '--ultra')
-    zstd = Zstd(args, ', or set compression: none', stdin=subprocess.PIPE, stdout=out_fd)
+    zstd = Zstd(args, ', or set compression: none', stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     set_pipe_size(zstd.proc.stdin.fileno())
+    set_pipe_size(zstd.proc.stdout.fileno())
     return zstd
 
 
