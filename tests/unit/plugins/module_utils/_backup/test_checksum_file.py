@@ -195,3 +195,27 @@ def test_two_different_digests_in_one_entry_are_damage():
     data['files'][0]['sha256'] = 'b' * 64
     with pytest.raises(BackupDamaged, match='two different digests'):
         Manifest.from_bytes(json.dumps(data).encode())
+
+
+# ---------------------------------------------------------------- a full disk while zstd's output is pumped
+
+@pytest.mark.skipif(not HAVE_ZSTD, reason='no zstd')
+def test_a_full_disk_under_the_zstd_pump_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    """zstd's output goes through this process (to be hashed) on its way to the archive: a write there that
+    finds no space must end the backup with the same one line as before, and leave no file behind."""
+    import errno
+    from ansible_collections.kvm.snapshots.plugins.module_utils._backup import archive_writer
+    from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import OperationFailed
+
+    real = archive_writer.write_all
+
+    def filling(fd, data):
+        if '.partial-' in os.readlink('/proc/self/fd/%d' % fd):   # the archive file, not zstd's stdin
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        return real(fd, data)
+    monkeypatch.setattr(archive_writer, 'write_all', filling)
+    with pytest.raises(OperationFailed) as err:
+        write(tmp_path, 'zstd')
+    assert str(err.value).startswith('no space left in %s while writing the backup of unit1' % (tmp_path / 'dest'))
+    assert '\n' not in str(err.value) and '(the partial backup was removed)' in str(err.value)
+    assert os.listdir(str(tmp_path / 'dest')) == []
