@@ -411,6 +411,7 @@ STATE_OPTIONS = dict(
     halt=('present',),
     live=('present',),
     atomic=('present',),
+    all=('absent',),
     children=('absent',),
     children_only=('absent',),
     metadata_only=('absent',),
@@ -418,11 +419,13 @@ STATE_OPTIONS = dict(
     force=('reverted',),
     reset_nvram=('reverted',),
     keep=('present', 'pruned'),
-    pattern=('present', 'pruned'),
+    pattern=('present', 'pruned', 'absent'),
     older_than=('present', 'pruned'),
 )
 
 NAME_MAX = 255
+KEEP_REFUSED = ('keep is %d: it must be 1 or more (how many of the newest snapshots stay); omit keep to keep them '
+                'all, or use state=absent with all=true to delete every snapshot')
 AGE_UNITS = dict(s=1, m=60, h=3600, d=86400, w=604800)
 AGE_FORMAT = re.compile(r'(?:[0-9]+[smhdw])+')
 AGE_PART = re.compile(r'([0-9]+)([smhdw])')
@@ -521,6 +524,8 @@ def validate(params, defaults):
                                'older_than: remove it, or use state=absent to delete one snapshot')
         if params['keep'] is None and params['older_than'] is None:
             raise InvalidInput('state=pruned needs keep, older_than or both: say which snapshots to keep')
+    elif state == 'absent' and params.get('all'):
+        _validate_absent_all(params)
     else:
         if params['name'] is None:
             raise InvalidInput('name is required with state=%s' % state)
@@ -533,14 +538,17 @@ def validate(params, defaults):
     description = params.get('description')
     if description is not None and any(unicodedata.category(ch) == 'Cc' and ch not in '\t\n\r' for ch in description):
         raise InvalidInput('description holds a control character that snapshot XML cannot carry: remove it')
-    if params.get('keep') is not None and params['keep'] < 0:
-        raise InvalidInput('keep is %d: it must be 0 or more' % params['keep'])
+    if params.get('keep') is not None and params['keep'] < 1:
+        raise InvalidInput(KEEP_REFUSED % params['keep'])
     if params.get('older_than') is not None:
         parse_age(params['older_than'])
     if params.get('pattern') is not None and params['pattern'] == '':
         raise InvalidInput("pattern is empty: use '*' for every snapshot")
     if state == 'present':
         _validate_present(params, defaults)
+    if state == 'absent' and not params.get('all') and _given(params, defaults, 'pattern'):
+        raise InvalidInput('pattern applies to state=absent with all=true only: remove it to delete the one snapshot '
+                           'name gives, or drop name and set all=true to delete every snapshot matching pattern')
     if state == 'absent' and params['children'] and params['children_only']:
         raise InvalidInput('children and children_only exclude each other: children deletes the snapshot and all '
                            'below it, children_only only what is below it')
@@ -549,14 +557,20 @@ def validate(params, defaults):
                            'or leave reset_nvram off' % RESET_NVRAM_FLAG)
 
 
+def _validate_absent_all(params):
+    if params['name'] is not None:
+        raise InvalidInput("name and all=true exclude each other: all deletes every snapshot (that matches pattern); "
+                           "remove name, or remove all to delete only snapshot '%s'" % shown(params['name']))
+    for option in ('children', 'children_only'):
+        if params[option]:
+            raise InvalidInput('%s does not go with all=true, which deletes every snapshot (that matches pattern) '
+                               'whatever its place in the tree: remove %s' % (option, option))
+
+
 def _validate_present(params, defaults):
     pruning = params['keep'] is not None or params['older_than'] is not None
     if _given(params, defaults, 'pattern') and not pruning:
         raise InvalidInput('pattern needs keep or older_than: it only picks the snapshots to prune after creating')
-    if params['keep'] == 0 and params['older_than'] is None \
-            and fnmatch.fnmatchcase(params['name'], params['pattern'] or '*'):
-        raise InvalidInput("keep=0 would delete snapshot '%s' right after creating it: keep at least 1, or narrow "
-                           "pattern" % shown(params['name']))
     if params['quiesce'] and not params['disk_only']:
         raise InvalidInput('quiesce needs disk_only=true: QEMU freezes guest file systems (through the guest agent) '
                            'for disk-only snapshots only')
@@ -1036,7 +1050,7 @@ def _new_snapshot_shape(dom, params):
     return 'shutoff', [(disk, 'internal') for disk in disks], 'no'
 
 
-def _delete_each(dom, label, tree, names, check_mode):
+def _delete_each(dom, label, tree, names, check_mode, flags=0):
     """Delete ``names`` one by one (children move up); ``(tree after, names deleted)``."""
     deleted = []
     for name in names:
@@ -1045,7 +1059,7 @@ def _delete_each(dom, label, tree, names, check_mode):
         if check_mode:
             tree = predict_delete(tree, name)[0]
             deleted.append(name)
-        elif delete_snapshot(dom, label, name):
+        elif delete_snapshot(dom, label, name, flags):
             deleted.append(name)
     if deleted and not check_mode:
         tree = SnapshotTree.from_domain(dom)
@@ -1094,7 +1108,17 @@ def _present(dom, label, tree, params, check_mode):
     return tree, changed, deleted
 
 
+def _absent_all(dom, label, tree, params, check_mode):
+    """state=absent, all=true: every snapshot (that matches ``pattern``), oldest first."""
+    doomed = prune_selection(tree, None, params['pattern'])
+    flags = libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY if params['metadata_only'] else 0
+    tree, deleted = _delete_each(dom, label, tree, doomed, check_mode, flags)
+    return tree, bool(deleted), deleted
+
+
 def _absent(dom, label, tree, params, check_mode):
+    if params.get('all'):
+        return _absent_all(dom, label, tree, params, check_mode)
     name = params['name']
     if name not in tree:
         return tree, False, []

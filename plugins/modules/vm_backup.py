@@ -209,7 +209,8 @@ options:
         its name is not trusted. Backups named by older versions (C(<domain>-<UTC time>), without the UUID
         tag) count too when their manifest records this domain's UUID, whatever their name. A backup whose
         manifest cannot be read belongs to no domain and is never removed.
-      - Must be 1 or more; when not set, nothing is removed.
+      - V(N) keeps the newest V(N) (1 or more, the new one included). V(0) is refused. Not set, every backup
+        is kept.
       - With O(repository), restic's C(forget --keep-last) over this domain's backups (by the C(uuid:) tag), then
         C(prune). It combines with O(keep_daily), O(keep_weekly) and O(keep_monthly); a backup any of them keeps
         is kept. In check mode, RV(removed) lists what would go, counting the new backup as one that O(keep)
@@ -270,11 +271,16 @@ notes:
   - Inside a backup, C(manifest.json) comes first and describes every file (role, original path, size,
     sparse map, owner and mode, the XML files' digests); C(checksums.json) comes last with every file's digest.
     So a restore knows where each file goes before its data arrives, and reads the archive once.
-  - A file's C(sha256) is the SHA-256 of the list of SHA-256 digests of its consecutive 64 KiB pieces (the
-    last one may be shorter). It depends on the content only, not on which parts are holes, so a sparse copy
-    and a dense copy of a disk have the same digest, and a piece that is a hole costs nothing to hash.
-    To recompute it, read the file 65536 bytes at a time and feed the SHA-256 digest (32 bytes) of
-    each piece to one outer SHA-256.
+  - A file's digest, C(piecewise_sha256) in C(manifest.json) and C(checksums.json) and C(sha256) in the
+    results, is not what C(sha256sum) prints for the file. It is the SHA-256 of the list of SHA-256 digests of its
+    consecutive 64 KiB pieces (the last one may be shorter). It depends on the content only, not on which parts are
+    holes, so a sparse copy and a dense copy of a disk have the same digest, and a piece that is a hole costs nothing
+    to hash. To recompute it, read the file 65536 bytes at a time and feed the SHA-256 digest (32 bytes) of
+    each piece to one outer SHA-256. Manifests written before name it C(sha256); they still verify and restore.
+  - Beside every backup, RV(backup.checksum_file) (C(<backup>.sha256)) holds what C(sha256sum) prints for the
+    backup itself, the archive file or every file of the directory, so C(cd <dest> && sha256sum -c <backup>.sha256)
+    checks it without knowing the format. It is computed from the bytes as they are written (a hole of a
+    V(directory) backup costs the hashing of its zeros). Removing a backup for O(keep) removes it too.
   - O(state=verified) checks everything the backup holds, byte for byte (every file's digest, the manifest,
     the tar structure, zstd's own checksum). zstd's framing has a little redundancy, so a damaged byte there that
     changes nothing that the archive holds is harmless and not reported.
@@ -467,8 +473,15 @@ backup:
           description: Whether the file has holes, kept as holes in the backup.
           type: bool
         sha256:
-          description: SHA-256 of the file's data (see the notes).
+          description: The file's piecewise SHA-256 (C(piecewise_sha256) in the manifest), not what C(sha256sum)
+            prints (see the notes).
           type: str
+    checksum_file:
+      description:
+        - The file beside the backup that C(sha256sum -c) reads, C(<backup>.sha256), with the SHA-256 of the archive,
+          or of every file of a V(directory) backup (paths relative to O(dest)).
+      type: str
+      sample: /srv/backups/kvm/web1-6f1c5c33-20261127T020304.517Z.tar.zst.sha256
     snapshots:
       description: Names of the snapshots in the backup, parents before children.
       type: list
@@ -477,7 +490,7 @@ backup:
       description: The current snapshot, or null.
       type: str
     manifest_sha256:
-      description: SHA-256 of the backup's C(manifest.json).
+      description: The piecewise SHA-256 of the backup's C(manifest.json) (see the notes).
       type: str
     disks:
       description: The domain's disks as they were backed up.
@@ -600,7 +613,7 @@ verified:
       description: Bytes of data hashed.
       type: int
     manifest_sha256:
-      description: SHA-256 of the manifest.
+      description: The piecewise SHA-256 of the manifest (see the notes).
       type: str
     duration:
       description: Seconds the check took.
@@ -652,7 +665,7 @@ restored:
           description: Its size in bytes.
           type: int
         sha256:
-          description: The SHA-256 of its content, as its checksum in the backup records.
+          description: The piecewise SHA-256 of its content, as its checksum in the backup records (see the notes).
           type: str
         mode:
           description:

@@ -55,7 +55,8 @@ options:
     elements: str
   name:
     description:
-      - The snapshot's name. Required for every O(state) except V(pruned), where it is refused.
+      - The snapshot's name. Required for every O(state) except V(pruned), and V(absent) with O(all=true),
+        where it is refused.
       - Refused when empty or longer than 255 characters.
       - With O(state=present), where it names a new snapshot, also refused when it holds white space, control
         characters or V(/), or starts with V(.) or V(-).
@@ -66,7 +67,8 @@ options:
     description:
       - V(present) takes the snapshot when it does not exist (C(virsh snapshot-create-as)), then prunes when
         O(keep) or O(older_than) is set.
-      - V(absent) deletes it (C(virsh snapshot-delete)); its children move up to its parent.
+      - V(absent) deletes it (C(virsh snapshot-delete)); its children move up to its parent. With O(all=true),
+        every snapshot of the domain (that matches O(pattern)) is deleted instead.
       - V(reverted) reverts the domain to it (C(virsh snapshot-revert)). Always C(changed).
       - V(current) makes it the current snapshot, the parent of the next one, without reverting
         (C(virsh snapshot-current DOMAIN NAME)).
@@ -120,6 +122,15 @@ options:
       - O(state=present) only. All disks are snapshotted, or none (C(--atomic)).
     type: bool
     default: true
+  all:
+    description:
+      - O(state=absent) only. Delete every snapshot of the domain, or with O(pattern) every one whose name
+        matches, oldest first (each one's children move up, so the tree stays whole until it is empty).
+        C(ok) when there is none.
+      - This is the way to remove all snapshots; O(keep) never deletes them all.
+      - Excludes O(name), O(children) and O(children_only); with O(metadata_only) only libvirt's metadata goes.
+    type: bool
+    default: false
   children:
     description:
       - O(state=absent) only. Delete the snapshot and all its descendants (C(--children)).
@@ -165,15 +176,16 @@ options:
     description:
       - O(state=pruned), and O(state=present) after creating. Keep this many newest snapshots whose name
         matches O(pattern); the older ones are deleted, oldest first (each one's children move up to its parent).
-      - Must be 0 or more. With O(state=present) the new snapshot counts as the newest, so
-        O(keep=0) is refused when it matches O(pattern).
+      - V(N) keeps the newest V(N) (1 or more); with O(state=present) the new snapshot counts as the newest.
+        V(0) is refused (to delete every snapshot, use O(state=absent) with O(all=true)). Not set, none is
+        deleted for being too many (keep all); O(older_than) may still delete old ones.
       - Newest by creation time; snapshots taken within the same second are ordered by their place in the
         tree (a child is newer than its parent).
     type: int
   pattern:
     description:
-      - O(state=pruned), and O(state=present) with O(keep) or O(older_than). Shell glob on snapshot names;
-        only matching snapshots are counted and deleted.
+      - O(state=pruned), O(state=present) with O(keep) or O(older_than), and O(state=absent) with O(all=true).
+        Shell glob on snapshot names; only matching snapshots are counted and deleted.
     type: str
     default: '*'
   older_than:
@@ -277,6 +289,12 @@ EXAMPLES = r"""
     pattern: 'nightly-*'
     older_than: 7d
 
+- name: Delete every snapshot of the test domains
+  kvm.snapshots.vm_snapshot:
+    domains: ['test-*']
+    state: absent
+    all: true
+
 - name: A running UEFI domain - external disk-only snapshot, guest file systems frozen
   kvm.snapshots.vm_snapshot:
     domain: win11
@@ -309,7 +327,8 @@ snapshot:
     disks: [{name: vda, snapshot: internal}]
 deleted:
   description:
-    - Names of the snapshots deleted (in check mode, that would be), oldest first for O(state=pruned).
+    - Names of the snapshots deleted (in check mode, that would be), oldest first for O(state=pruned) and
+      O(all=true).
   returned: with O(domain), when O(state) is V(absent) or V(pruned), or V(present) with O(keep) or O(older_than)
   type: list
   elements: str
@@ -383,6 +402,7 @@ def main():
         halt=dict(type='bool', default=False),
         live=dict(type='bool', default=False),
         atomic=dict(type='bool', default=True),
+        all=dict(type='bool', default=False),
         children=dict(type='bool', default=False),
         children_only=dict(type='bool', default=False),
         metadata_only=dict(type='bool', default=False),

@@ -7,13 +7,15 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import tarfile
+import threading
 
 from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import OperationFailed
 
 from .digest import ContentDigest, digest_bytes
-from .files import FLUSH_EVERY, Flusher, dense, read_regions, write_all
+from .files import CHUNK, FLUSH_EVERY, Flusher, dense, read_regions, write_all
 from .pipeline import Pipeline
 from .zstd import compressor
 
@@ -33,23 +35,31 @@ def sparse_map_block(regions, size):
 class ArchiveSink:
     """A tar stream into ``fd``, through ``zstd`` at ``level`` when ``compression`` is zstd.
 
-    ``fd`` is a file of ours, made durable at the end; or, with ``reader``, a pipe to
-    another program (restic), and ``reader()`` is the error to raise when it stops reading.
+    Every byte that goes into ``fd`` is hashed on its way (``checksums``): the SHA-256
+    that ``sha256sum`` prints for the archive, without reading it back. Without zstd the
+    writer thread hashes what it writes; with zstd a pump thread moves zstd's output
+    into ``fd`` and hashes it.
+
+    With ``reader``, ``fd`` is a pipe to another program (restic) instead of a file of
+    ours: nothing is hashed, flushed or synced, and ``reader()`` is the error to raise
+    when it stops reading.
     """
 
     def __init__(self, fd, top, mtime, compression, level, threads, reader=None):
         self.fd = fd
         self.top = top
         self.mtime = int(mtime)
-        self.zstd = None
+        self.zstd = self.pump = self.pump_error = None
         self.reader = reader
+        self.whole = None if reader else hashlib.sha256()
         self.pipe = Pipeline()
         self.flusher = None if reader else Flusher(fd)
         self.written = self.flushed_at = 0
         if compression == 'zstd':
-            self.zstd = compressor(fd, level, threads)
-            self.reader = self._zstd_error
+            self.zstd = compressor(level, threads)
             self.out = self.zstd.proc.stdin.fileno()
+            self.pump = threading.Thread(target=self._pump, name='kvm-snapshots-zstd-out', daemon=True)
+            self.pump.start()
         else:
             self.out = fd
 
@@ -60,17 +70,51 @@ class ArchiveSink:
         try:
             write_all(self.out, data)
         except BrokenPipeError:
-            raise self.reader() from None
-        self.written += len(data)
-        if self.flusher and self.written - self.flushed_at >= FLUSH_EVERY:
-            self.flushed_at = self.written
-            self.flusher.wrote(os.fstat(self.fd).st_size)
+            if self.reader:
+                raise self.reader() from None
+            raise OperationFailed('zstd stopped: %s' % self._zstd_error()) from None
+        if self.reader:
+            self.written += len(data)
+        elif self.zstd is None:
+            self._wrote(data)
 
-    def _zstd_error(self, verb='stopped'):
+    def _wrote(self, data):
+        """``data`` went into the archive file: hash it, and start its write-back now and then."""
+        self.whole.update(data)
+        self.written += len(data)
+        if self.written - self.flushed_at >= FLUSH_EVERY:
+            self.flushed_at = self.written
+            self.flusher.wrote(self.written)
+
+    def _pump(self):
+        """zstd's output into the archive file, hashed on the way; an error stops zstd (and so the writes)."""
+        out = self.zstd.proc.stdout.fileno()
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        try:
+            while True:
+                count = os.readv(out, [buf])
+                if not count:
+                    return
+                write_all(self.fd, view[:count])
+                self._wrote(view[:count])
+        except BaseException as exc:  # handed to the main thread by close() or _zstd_error()
+            self.pump_error = exc
+            if self.zstd.proc.poll() is None:
+                self.zstd.proc.kill()
+
+    def _end_pump(self):
+        if self.pump is not None:
+            self.pump.join()
+            self.pump = None
+
+    def _zstd_error(self):
+        if self.pump_error is not None:
+            raise self.pump_error
         text = self.zstd.text()
         if 'No space left' in text:
-            return OSError(errno.ENOSPC, 'No space left on device')
-        return OperationFailed('zstd %s: %s' % (verb, text or 'exit code %s' % self.zstd.proc.returncode))
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        return text or 'exit code %s' % self.zstd.proc.returncode
 
     def _header(self, name, size, kind=tarfile.REGTYPE, mode=0o600, pax=None):
         info = tarfile.TarInfo(name)
@@ -124,18 +168,27 @@ class ArchiveSink:
         self.pipe.close()
         if self.zstd is not None:
             self.zstd.proc.stdin.close()
-            if self.zstd.proc.wait() != 0:
-                raise self._zstd_error('failed')
+            code = self.zstd.proc.wait()
+            self._end_pump()
+            if code != 0 or self.pump_error is not None:
+                raise OperationFailed('zstd failed: %s' % self._zstd_error())
+            self.zstd.proc.stdout.close()
             self.zstd.close()
         if self.flusher:
             os.fsync(self.fd)
+
+    def checksums(self, base):
+        """The archive's line of a ``sha256sum`` file, for the archive file named ``base``."""
+        return [(self.whole.hexdigest(), base)]
 
     def abort(self):
         if self.zstd is not None:
             self.zstd.kill()
         self.pipe.stop(OperationFailed('aborted'))
         if self.zstd is not None:
+            self._end_pump()
+            self.zstd.proc.stdout.close()
             self.zstd.close()
 
     def size(self):
-        return os.fstat(self.fd).st_size if self.flusher else self.written
+        return self.written if self.reader else os.fstat(self.fd).st_size

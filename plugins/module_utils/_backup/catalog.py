@@ -13,7 +13,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import KvmE
 
 from .files import hidden_beside
 from .manifest import MANIFEST, SMALL_LIMIT, Manifest
-from .names import PARTIAL, candidate
+from .names import PARTIAL, SUMS_SUFFIX, candidate
 from .reading import open_source, read_small
 
 
@@ -72,11 +72,15 @@ def domain_backups(dest, uuid):
 
 
 def remove_backup(path):
-    """Remove one backup. A directory first takes a partial's name: cut short, it no longer looks
-    complete, and the next backup of the domain removes the rest (``remove_stale``)."""
+    """Remove one backup, then its ``sha256sum`` file. A directory first takes a partial's name: cut short,
+    it no longer looks complete, and the next backup of the domain removes the rest (``remove_stale``)."""
     if os.path.isdir(path) and not os.path.islink(path):
         doomed = hidden_beside(path, PARTIAL)
         os.rename(path, doomed)
         shutil.rmtree(doomed)
     else:
         os.unlink(path)
+    try:
+        os.unlink(path + SUMS_SUFFIX)
+    except FileNotFoundError:
+        pass  # a backup made before there were checksum files

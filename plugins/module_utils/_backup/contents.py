@@ -64,10 +64,10 @@ class Contents:
         raw = self.xml.encode()
         # The XML files' digests are in the manifest too, so that a restore can trust them
         # (and plan where the files go) before the checksum list at the end arrives.
-        files = [FileEntry(name='domain.xml', role='domain', size=len(raw), sha256=digest_bytes(raw))]
+        files = [FileEntry(name='domain.xml', role='domain', size=len(raw), piecewise_sha256=digest_bytes(raw))]
         for index, (snap, data) in enumerate(self.snapshot_files(), 1):
             files.append(FileEntry(name=snap_member(index), role='snapshot', snapshot=snap, size=len(data),
-                                   sha256=digest_bytes(data)))
+                                   piecewise_sha256=digest_bytes(data)))
         for entry, regions in zip(self.files, maps or [None] * len(self.files)):
             sparse = None if regions is None else regions != dense(entry.size)
             files.append(dataclasses.replace(entry, sparse=sparse,

@@ -177,12 +177,39 @@ def _digest_unit(fd, size, first, count, buf):
     return out
 
 
-def file_digest(fd, size, regions):
+class PlainDigest:
+    """What ``sha256sum`` prints for a file, fed with its data in order; holes are hashed as the zeros they read as."""
+
+    def __init__(self):
+        self.sha = hashlib.sha256()
+        self.pos = 0
+
+    def update(self, offset, data):
+        self.zeros_to(offset)
+        self.sha.update(data)
+        self.pos += len(data)
+
+    def zeros_to(self, offset):
+        while self.pos < offset:
+            count = min(offset - self.pos, DIGEST_UNIT)
+            self.sha.update(ZEROS_UNIT[:count])
+            self.pos += count
+
+    def hexdigest(self, size):
+        self.zeros_to(size)
+        return self.sha.hexdigest()
+
+
+ZEROS_UNIT = memoryview(bytes(DIGEST_UNIT))
+
+
+def file_digest(fd, size, regions, plain=None):
     """The ContentDigest of the open file ``fd``, its data pieces read and hashed on all cores.
 
     Every job reads its own 4 MiB with ``pread``, so reading overlaps hashing and
     no core waits for another; pieces outside ``regions`` are not read at all.
-    At most two jobs per core are in flight: memory stays bounded.
+    At most two jobs per core are in flight: memory stays bounded. A ``PlainDigest``
+    given as ``plain`` is fed the same reads in order (the caller ends it with the size).
     """
     pool, workers = hash_pool()
     buffers = queue.Queue()
@@ -195,6 +222,9 @@ def file_digest(fd, size, regions):
         first, future, buf = pending.popleft()
         try:
             digests = future.result()
+            if plain is not None:
+                start = first * PIECE
+                plain.update(start, memoryview(buf)[:min(len(digests) // 32 * PIECE, size - start)])
         finally:
             buffers.put(buf)
         digest.add_piece_digests(first, digests)

@@ -7,11 +7,12 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
 
-from .digest import digest_bytes, file_digest
+from .digest import PlainDigest, digest_bytes, file_digest
 from .errors import BackupDamaged, UnsafeMember
 from .files import (CHUNK, copy_regions, create_file, data_regions_from, dense, fsync_dir, make_dir, read_chunks,
                     read_regions, write_file)
@@ -31,11 +32,16 @@ def tree_size(root):
 
 
 class DirectorySink:
-    """The backup as plain files: reflink copies where the file system can, sparse copies otherwise."""
+    """The backup as plain files: reflink copies where the file system can, sparse copies otherwise.
+
+    Each file's SHA-256 as ``sha256sum`` prints it is computed from the reads that make
+    its digest (``checksums``); a hole costs the hashing of its zeros, as for ``sha256sum``.
+    """
 
     def __init__(self, root):
         self.root = root
         self.dirs = [root]
+        self.plain = []     # (sha256sum's digest, member name), in the order written
 
     def _path(self, rel):
         return os.path.join(self.root, rel) if rel else self.root
@@ -47,9 +53,11 @@ class DirectorySink:
 
     def add_bytes(self, rel, data):
         write_file(self._path(rel), data)
+        self.plain.append((hashlib.sha256(data).hexdigest(), rel))
         return digest_bytes(data)
 
     def add_file(self, rel, src, size, regions):
+        plain = PlainDigest()
         fd = create_file(self._path(rel))
         try:
             try:
@@ -58,18 +66,23 @@ class DirectorySink:
             except OSError:
                 cloned = False  # no reflinks here (or across file systems)
             if cloned:
-                digest = file_digest(src, size, regions)
+                digest = file_digest(src, size, regions, plain)
             else:
                 # the kernel copies on one thread while the others read and hash
                 with ThreadPoolExecutor(max_workers=1, thread_name_prefix='kvm-snapshots-copy') as copier:
                     copied = copier.submit(copy_regions, src, fd, regions)
-                    digest = file_digest(src, size, regions)
+                    digest = file_digest(src, size, regions, plain)
                 copied.result()
                 os.ftruncate(fd, size)
             os.fsync(fd)
         finally:
             os.close(fd)
+        self.plain.append((plain.hexdigest(size), rel))
         return digest
+
+    def checksums(self, base):
+        """The lines of a ``sha256sum`` file for every file of the backup, the directory being ``base``."""
+        return [(digest, '%s/%s' % (base, rel)) for digest, rel in self.plain]
 
     def close(self):
         for directory in self.dirs:

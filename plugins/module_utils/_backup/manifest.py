@@ -7,6 +7,10 @@
 The manifest is the backup's first member (``manifest.json``) and the checksum list
 its last (``checksums.json``). Both are written by ``to_bytes`` and read back by
 ``from_bytes``, which validates everything before any reader trusts a field.
+
+A file's digest is the piecewise SHA-256 of digest.py (the SHA-256 of its 64 KiB pieces'
+SHA-256s), not what ``sha256sum`` prints for the file: its key is ``piecewise_sha256``.
+Manifests and checksum lists written before called it ``sha256``; they still read.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ NAME_RULES = {
 }
 DISK_NAME = re.compile(r'^disks/[^/]+$')
 SHA256 = re.compile(r'^[0-9a-f]{64}$')
+DIGEST_KEY = 'piecewise_sha256'     # a file's digest (digest.py), in the manifest and the checksum list
+OLD_DIGEST_KEY = 'sha256'           # what manifests and checksum lists written before called it
 MODE = re.compile(r'^[0-7]{3,4}$')
 
 
@@ -80,7 +86,7 @@ class FileEntry(ModeOwner):
     backing: Optional[str] = None       # member name of its backing image
     backing_file: Optional[str] = None  # the backing reference written in the image
     backing_format: Optional[str] = None
-    sha256: Optional[str] = None        # of the XML files, so that a restore can trust them early
+    piecewise_sha256: Optional[str] = None  # of the XML files, so that a restore can trust them early
     map: Optional[list] = None          # data regions [[offset, length]] of a file with holes
     sparse: Optional[bool] = None
     source: Optional[str] = None        # what the domain names: None a file, 'block' a device, 'volume' a pool volume
@@ -152,7 +158,7 @@ class Manifest:
             raise BackupDamaged('its %s is damaged (not valid JSON)' % MANIFEST) from None
         check_manifest(raw)
         known = {field.name for field in dataclasses.fields(FileEntry)}
-        files = [FileEntry(**{k: v for k, v in entry.items() if k in known}) for entry in raw['files']]
+        files = [FileEntry(**{k: v for k, v in _current_keys(entry).items() if k in known}) for entry in raw['files']]
         dirs = raw.get('tpm_dirs')   # check_manifest does not look at it: anything but a list counts as none
         tpm_dirs = [DirectoryEntry(path=d['path'], mode=d.get('mode'), uid=d.get('uid'), gid=d.get('gid'))
                     for d in (dirs if isinstance(dirs, list) else []) if isinstance(d, dict)
@@ -161,6 +167,13 @@ class Manifest:
                    order=list(raw['snapshots']['order']), current=raw['snapshots'].get('current'),
                    created_epoch=raw.get('created_epoch'), host=raw.get('host') or {},
                    options=raw.get('options') or {}, tpm_dirs=tpm_dirs, format_version=raw['format_version'])
+
+
+def _current_keys(entry):
+    """A file entry with its digest under today's key, also when an older manifest wrote ``sha256``."""
+    if entry.get(DIGEST_KEY) is None and entry.get(OLD_DIGEST_KEY) is not None:
+        entry = dict(entry, **{DIGEST_KEY: entry[OLD_DIGEST_KEY]})
+    return entry
 
 
 def normalise_regions(regions, size):
@@ -221,8 +234,11 @@ def _check_entry(entry, seen):
         normalise_regions(entry['map'], size)
     if role in FILE_ROLES:
         check_absolute(entry.get('path'), 'manifest file %r' % name)
-    if entry.get('sha256') is not None and not (isinstance(entry['sha256'], str) and SHA256.match(entry['sha256'])):
-        raise BackupDamaged('manifest file %r has a malformed sha256' % name)
+    for key in (DIGEST_KEY, OLD_DIGEST_KEY):
+        if entry.get(key) is not None and not (isinstance(entry[key], str) and SHA256.match(entry[key])):
+            raise BackupDamaged('manifest file %r has a malformed %s' % (name, key))
+    if entry.get(DIGEST_KEY) is not None and entry.get(OLD_DIGEST_KEY) not in (None, entry[DIGEST_KEY]):
+        raise BackupDamaged('manifest file %r has two different digests' % name)
     if role == 'snapshot' and not isinstance(entry.get('snapshot'), str):
         raise BackupDamaged('manifest file %r names no snapshot' % name)
     check_mode_owner(entry, 'manifest file %r' % name)
@@ -298,8 +314,8 @@ def check_manifest(manifest):
 
 
 def checksums_bytes(digests):
-    """The checksum list (``checksums.json``) for ``{member name: sha256}``."""
-    return json.dumps(dict(format=FORMAT, sha256=digests), indent=1).encode() + b'\n'
+    """The checksum list (``checksums.json``) for ``{member name: piecewise SHA-256}``."""
+    return json.dumps({'format': FORMAT, DIGEST_KEY: digests}, indent=1).encode() + b'\n'
 
 
 def load_checksums(data):
@@ -311,10 +327,14 @@ def load_checksums(data):
 
 
 def check_checksums(checksums, manifest):
-    """``{member: sha256}``: a SHA-256 for the manifest and each of its files, and nothing else."""
-    if not isinstance(checksums, dict) or checksums.get('format') != FORMAT or not isinstance(checksums.get('sha256'), dict):
+    """``{member: digest}``: a piecewise SHA-256 for the manifest and each of its files, and nothing else.
+
+    The digests are under ``piecewise_sha256``, or ``sha256`` in a list written before.
+    """
+    key = DIGEST_KEY if isinstance(checksums, dict) and DIGEST_KEY in checksums else OLD_DIGEST_KEY
+    if not isinstance(checksums, dict) or checksums.get('format') != FORMAT or not isinstance(checksums.get(key), dict):
         raise BackupDamaged('its %s is not a %s checksum list' % (CHECKSUMS, FORMAT))
-    digests = checksums['sha256']
+    digests = checksums[key]
     if set(digests) != {MANIFEST} | {entry.name for entry in manifest.files}:
         raise BackupDamaged('its %s does not list exactly the files of the manifest' % CHECKSUMS)
     for name, digest in digests.items():

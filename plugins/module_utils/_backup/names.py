@@ -15,6 +15,7 @@ from .request import SUFFIXES
 NAME_STAMP = '%Y%m%dT%H%M%S'
 TAG_LENGTH = 8                      # hex digits of the domain UUID in a backup's name
 PARTIAL = '.partial-'               # a backup being written: .<name><suffix>.partial-<hex>
+SUMS_SUFFIX = '.sha256'             # beside a backup, its sha256sum file: <name><suffix>.sha256
 
 NAME_PATTERN = re.compile(r'^(?P<label>.+)-(?P<tag>[0-9a-f]{%d})-(?P<stamp>\d{8}T\d{6})\.(?P<ms>\d{3})Z'
                           r'(?P<suffix>\.tar\.zst|\.tar)?$' % TAG_LENGTH)
@@ -64,8 +65,8 @@ def free_name(dest, domain_name, uuid, when, suffix):
 def partial_pattern(domain_name, uuid=None):
     """Leftovers of a killed run: by label (names written before), or by UUID tag with ``uuid``."""
     if uuid is not None:
-        return re.compile(r'^\..+-%s-\d{8}T\d{6}\.\d{3}Z(\.tar\.zst|\.tar)?%s[0-9a-f]+$'
-                          % (uuid_tag(uuid), re.escape(PARTIAL)))
+        return re.compile(r'^\..+-%s-\d{8}T\d{6}\.\d{3}Z(\.tar\.zst|\.tar)?(%s)?%s[0-9a-f]+$'
+                          % (uuid_tag(uuid), re.escape(SUMS_SUFFIX), re.escape(PARTIAL)))
     return re.compile(r'^\.%s-\d{8}T\d{6}Z(\.tar\.zst|\.tar)?%s[0-9a-f]+$'
                       % (re.escape(safe_label(domain_name)), re.escape(PARTIAL)))
 

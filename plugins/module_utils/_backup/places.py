@@ -14,7 +14,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import Inva
 from .catalog import domain_backups, remove_backup
 from .errors import human_size, os_error_text
 from .files import existing_parent, free_bytes, make_dirs, remove_stale
-from .names import backup_name, free_name, partial_pattern
+from .names import SUMS_SUFFIX, backup_name, free_name, partial_pattern
 from .repository import Repository, check_taggable
 from .write import Partial
 
@@ -40,7 +40,8 @@ class DestPlace:
         else:
             name, existing = backup_name(contents.name, when, contents.uuid), []
         removed = [path for _n, path in (existing + [(name + request.suffix, None)])[:-request.keep]] if request.keep else []
-        return name, when, dict(path=os.path.join(dest, name + request.suffix), size=None, estimated_size=needed), removed
+        path = os.path.join(dest, name + request.suffix)
+        return name, when, dict(path=path, checksum_file=path + SUMS_SUFFIX, size=None, estimated_size=needed), removed
 
     def prepare(self, contents, when):
         """Only now, after every refusal, is dest touched: a refused backup changes nothing. The new name."""

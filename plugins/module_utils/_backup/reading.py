@@ -133,7 +133,7 @@ class Reading:
                 raise BackupDamaged('%s has %d bytes, the manifest says %d: damaged' % (member.name, member.size, entry.size))
             if entry.role in XML_ROLES:
                 self.small[member.name] = self._slurp(member)
-                if entry.sha256 is not None and entry.sha256 != self.digests[member.name]:
+                if entry.piecewise_sha256 is not None and entry.piecewise_sha256 != self.digests[member.name]:
                     raise BackupDamaged('the SHA-256 of %s does not match the manifest: the file is damaged'
                                         % member.name)
                 continue

@@ -17,10 +17,10 @@ from .archive_writer import ArchiveSink
 from .directory import DirectorySink
 from .disks import device_size
 from .errors import os_error_text
-from .files import create_file, data_regions, dense, fsync_dir, hidden_beside, make_dir, try_lock
+from .files import create_file, data_regions, dense, fsync_dir, hidden_beside, make_dir, try_lock, write_file
 from .manifest import CHECKSUMS, MANIFEST, checksums_bytes
 from .members import member_dirs
-from .names import PARTIAL
+from .names import PARTIAL, SUMS_SUFFIX
 from .pause import pause_point
 
 
@@ -35,6 +35,13 @@ def open_source_file(entry):
         os.close(src)
         raise OperationFailed('%s changed size during the backup: is something else writing to it?' % entry.path)
     return src
+
+
+def sums_line(digest, name):
+    """One line as ``sha256sum`` writes it (a name with a backslash or newline escaped, as it does)."""
+    if '\\' in name or '\n' in name or '\r' in name:
+        return '\\%s  %s\n' % (digest, name.replace('\\', '\\\\').replace('\n', '\\n').replace('\r', '\\r'))
+    return '%s  %s\n' % (digest, name)
 
 
 def file_layout(entry):
@@ -65,6 +72,8 @@ class Partial:
         self.place = dest
         self.final = os.path.join(dest, name + request.suffix)
         self.path = hidden_beside(self.final, PARTIAL)
+        self.sums = self.final + SUMS_SUFFIX
+        self.sums_partial = hidden_beside(self.sums, PARTIAL)
         self.fd = self.lock = self.sink = None
 
     def open(self, mtime):
@@ -82,15 +91,21 @@ class Partial:
         return self.sink
 
     def commit(self):
-        """End the sink and rename the backup into place; its size."""
+        """End the sink and rename the backup into place, then its ``sha256sum`` file beside it; its size.
+
+        The backup's rename is the moment it is complete; its checksum file follows at once.
+        """
         self.sink.close()
         size = self.sink.size()
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+        lines = self.sink.checksums(os.path.basename(self.final))
+        write_file(self.sums_partial, ''.join(sums_line(digest, name) for digest, name in lines).encode())
         if os.path.lexists(self.final):  # names are chosen under the domain's lock: only a foreign file gets here
             raise OperationFailed('%s appeared while the backup was written: move it away and run again' % self.final)
         os.rename(self.path, self.final)
+        os.rename(self.sums_partial, self.sums)
         fsync_dir(os.path.dirname(self.final))
         return size
 
@@ -106,13 +121,15 @@ class Partial:
         elif os.path.lexists(self.path):
             os.unlink(self.path)
             note_undone(exc, 'the partial backup %s was removed' % self.path)
+        if os.path.lexists(self.sums_partial):
+            os.unlink(self.sums_partial)
 
     def close(self):
         if self.lock is not None:
             os.close(self.lock)
 
     def result(self):
-        return dict(path=self.final)
+        return dict(path=self.final, checksum_file=self.sums)
 
 
 def write_backup(contents, target, when, state, request):

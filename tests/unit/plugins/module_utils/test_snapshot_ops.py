@@ -42,7 +42,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._snapshot import (  
 # vm_snapshot's argument spec defaults.
 DEFAULTS = dict(
     uri='qemu:///system', domain=None, domains=None, name=None, state='present', description=None, parent=None,
-    disk_only=False, quiesce=False, halt=False, live=False, atomic=True, children=False, children_only=False,
+    disk_only=False, quiesce=False, halt=False, live=False, atomic=True, all=False, children=False, children_only=False,
     metadata_only=False, after_revert='snapshot', force=False, reset_nvram=False, keep=None, pattern='*',
     older_than=None,
 )
@@ -122,7 +122,16 @@ def test_parse_age_refuses(text):
     (dict(state='pruned', older_than='30x'), 'not a duration'),
     (dict(state='pruned', keep=1, pattern=''), 'pattern is empty'),
     (dict(state='absent'), 'name is required with state=absent'),
-    (dict(name='x', keep=0), 'keep=0 would delete'),
+    (dict(name='x', keep=0), 'keep is 0: it must be 1 or more'),
+    (dict(name='x', keep=0, pattern='nightly-*'), 'keep is 0: it must be 1 or more'),
+    (dict(state='pruned', keep=0), 'use state=absent with all=true to delete every snapshot'),
+    (dict(state='pruned', keep=0, older_than='1d'), 'omit keep to keep them all'),
+    (dict(state='absent', all=True, name='x'), 'name and all=true exclude each other'),
+    (dict(state='absent', all=True, children=True), 'children does not go with all=true'),
+    (dict(state='absent', all=True, children_only=True), 'children_only does not go with all=true'),
+    (dict(state='absent', name='x', pattern='n-*'), 'pattern applies to state=absent with all=true only'),
+    (dict(state='pruned', all=True, keep=1), 'all applies to state=absent only'),
+    (dict(name='x', all=True), 'all applies to state=absent only'),
     (dict(name='x', pattern='n-*'), 'pattern needs keep or older_than'),
     (dict(name='x', quiesce=True), 'quiesce needs disk_only'),
     (dict(name='x', live=True, disk_only=True), 'live and disk_only exclude'),
@@ -142,12 +151,14 @@ def test_validate_refuses(given, message):
 @pytest.mark.parametrize('given', [
     dict(name='x'),
     dict(name='x', description='multi\nline\ttext'),
-    dict(name='x', keep=0, pattern='nightly-*'),  # the new one does not match: fine
+    dict(name='x', keep=1, pattern='nightly-*'),
     dict(name='x', keep=3, older_than='7d', pattern='x*'),
     dict(name='x', quiesce=True, disk_only=True),
     dict(name='x', state='absent', children=True, metadata_only=True),
     dict(name='x', state='reverted', after_revert='paused', force=True, reset_nvram=True),
-    dict(state='pruned', keep=0),
+    dict(state='pruned', keep=1),
+    dict(state='absent', all=True),
+    dict(state='absent', all=True, pattern='n-*', metadata_only=True),
     dict(state='pruned', older_than='1d12h'),
     dict(name='x', state='current'),
 ])
@@ -315,6 +326,42 @@ def test_pruned_and_present_with_keep(conn):
     assert made['changed'] and made['deleted'] == ['n-3'] and names(conn) == ['keepme', 'n-4']
 
 
+def test_keep_zero_is_refused_and_changes_nothing(conn):
+    """keep has one meaning (issue 14): the newest N stay, N >= 1; 0 used to delete every match here."""
+    for name in ('n-1', 'n-2'):
+        run(name=name)
+    for given in (dict(state='pruned', keep=0), dict(state='pruned', keep=0, pattern='n-*'),
+                  dict(name='n-3', keep=0, pattern='other-*')):
+        with pytest.raises(InvalidInput) as err:
+            run(**given)
+        assert str(err.value) == ('keep is 0: it must be 1 or more (how many of the newest snapshots stay); omit '
+                                  'keep to keep them all, or use state=absent with all=true to delete every snapshot')
+    assert names(conn) == ['n-1', 'n-2']
+
+
+@pytest.mark.parametrize('check_mode', [False, True])
+def test_absent_all_deletes_every_snapshot_oldest_first(conn, check_mode):
+    for name in ('keepme', 'n-1', 'n-2', 'n-3'):
+        run(name=name)
+    some = run(check_mode=check_mode, state='absent', all=True, pattern='n-*')
+    assert some['changed'] and some['deleted'] == ['n-1', 'n-2', 'n-3']
+    assert names(conn) == (['keepme', 'n-1', 'n-2', 'n-3'] if check_mode else ['keepme'])
+    every = run(check_mode=check_mode, state='absent', all=True)
+    assert every['changed'] and every['deleted'] == (['keepme', 'n-1', 'n-2', 'n-3'] if check_mode else ['keepme'])
+    assert every['tree'] == ''
+    if not check_mode:
+        assert names(conn) == []
+        again = run(state='absent', all=True)
+        assert not again['changed'] and again['deleted'] == []
+
+
+def test_absent_all_in_bulk_on_a_branched_tree(seed_domain):
+    result = run(domain=None, domains=['te*'], state='absent', all=True)
+    assert result['changed'] and [entry['domain'] for entry in result['results']] == ['test']
+    assert sorted(result['results'][0]['deleted']) == ['apache', 'desktop-live', 'nginx', 'pkg-updated', 'wordpress']
+    assert result['results'][0]['deleted'][0] == 'pkg-updated' and seed_domain.snapshotNum(0) == 0
+
+
 def tree_of(conn, name='test'):
     dom = conn.lookupByName(name)
     return SnapshotTree.from_domain(dom).render(), [c.getName() for c in dom.listAllCheckpoints(0)]
@@ -329,10 +376,11 @@ def test_bulk_with_a_missing_domain_is_refused_before_any_domain(conn, check_mod
     assert "domains 'ghost', 'gh0st' not found on test:///default" in text
     assert 'nothing was done to any domain' in text and "virsh list --all" in text
     assert names(conn) == []
-    for state, extra in (('absent', {}), ('reverted', {}), ('current', {}), ('pruned', dict(keep=0))):
+    for state, extra in (('absent', {}), ('reverted', {}), ('current', {}), ('pruned', dict(keep=1)),
+                         ('absent', dict(all=True))):
         with pytest.raises(InvalidInput):
             run(check_mode=check_mode, domain=None, domains=['test', 'ghost'], state=state,
-                name=None if state == 'pruned' else 'bulk', **extra)
+                name=None if state == 'pruned' or extra.get('all') else 'bulk', **extra)
 
 
 def test_bulk_glob_that_matches_nothing_is_a_warning(conn):

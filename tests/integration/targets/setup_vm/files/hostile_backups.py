@@ -130,14 +130,16 @@ class Backup:
         for entry in self.manifest['files']:
             data = self.files.get(entry['name'], b'')
             entry['size'] = len(data)
-            if entry.get('sha256') is not None:
-                entry['sha256'] = digest(data)
+            for key in ('piecewise_sha256', 'sha256'):  # manifests before issue 14 call it sha256
+                if entry.get(key) is not None:
+                    entry[key] = digest(data)
         raw = json.dumps(self.manifest, indent=1).encode() + b'\n'
         self.files['manifest.json'] = raw
         sums = {'manifest.json': digest(raw)}
         for entry in self.manifest['files']:
             sums[entry['name']] = digest(self.files[entry['name']])
-        self.files['checksums.json'] = json.dumps(dict(format=self.manifest['format'], sha256=sums)).encode()
+        key = 'piecewise_sha256' if any('piecewise_sha256' in e for e in self.manifest['files']) else 'sha256'
+        self.files['checksums.json'] = json.dumps({'format': self.manifest['format'], key: sums}).encode()
 
     def order(self):
         return ['manifest.json'] + [e['name'] for e in self.manifest['files']] + ['checksums.json']

@@ -31,6 +31,8 @@ def main():
             names = os.listdir(directory)
         except FileNotFoundError:
             names = []
+        # a backup's sha256sum file (<backup>.sha256, written under a partial name too) is not a backup
+        names = [n for n in names if '.sha256' not in n]
         max_partials = max(max_partials, sum(1 for n in names if '.partial-' in n))
         complete = sorted(n for n in names if not n.startswith('.'))
         if complete and first_complete is None:

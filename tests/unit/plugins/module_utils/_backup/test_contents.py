@@ -60,7 +60,7 @@ def test_the_manifest_records_maps_only_of_files_with_holes(tmp_path):
     dense = found.manifest('n', when, 'running', dict(format='directory'), maps=[[(0, 8192)]])
     assert (dense.created, dense.created_epoch) == ('2026-11-27T02:03:04Z', int(when.replace(microsecond=0).timestamp()))
     assert [e.name for e in dense.files] == ['domain.xml', 'snapshots/0001.xml', 'disks/00-unit1.raw']
-    assert dense.files[0].sha256 == digest_bytes(found.xml.encode()) and dense.files[1].snapshot == 's1'
+    assert dense.files[0].piecewise_sha256 == digest_bytes(found.xml.encode()) and dense.files[1].snapshot == 's1'
     assert (dense.files[2].sparse, dense.files[2].map) == (False, None)
     assert dense.domain == dict(name='unit1', uuid=UUID, state='running', autostart=False)
     holey = found.manifest('n', when, 'shutoff', {}, maps=[[(0, 512), (4096, 512)]])

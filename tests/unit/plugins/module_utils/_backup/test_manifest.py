@@ -112,8 +112,8 @@ def full_manifest():
         host=dict(libvirt='9.0.0', qemu='7.2.0', hostname='unit'),
         options=dict(format='archive', compression='zstd', compression_level=3, if_running='suspend'),
         files=[
-            FileEntry(name='domain.xml', role='domain', size=10, sha256='a' * 64),
-            FileEntry(name='snapshots/0001.xml', role='snapshot', snapshot='s1', size=20, sha256='b' * 64),
+            FileEntry(name='domain.xml', role='domain', size=10, piecewise_sha256='a' * 64),
+            FileEntry(name='snapshots/0001.xml', role='snapshot', snapshot='s1', size=20, piecewise_sha256='b' * 64),
             FileEntry(name='disks/00-top.qcow2', role='disk', size=8192, path='/img/top.qcow2', mode='0600',
                       uid=0, gid=0, target='vda', format='qcow2', backing='disks/01-base.qcow2',
                       backing_file='base.qcow2', backing_format='qcow2', map=[[0, 512], [4096, 512]], sparse=True),
