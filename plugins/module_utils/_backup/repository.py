@@ -119,6 +119,14 @@ class Repository:
                                            tag_value(snap, UUID_TAG), domain))
         return RepositoryBackup(self, snap)
 
+    def listed(self):
+        """Our backups as vm_backup_info lists them (``listing.FIELDS``), from the snapshot list alone."""
+        return [dict(name=tag_value(snap, NAME_TAG), path=None, id=snap['short_id'], time=snap['time'],
+                     domain=tag_value(snap, DOMAIN_TAG), uuid=tag_value(snap, UUID_TAG),
+                     size=tag_number(snap, SIZE_TAG), added=tag_number(snap, ADDED_TAG),
+                     snapshots=tag_number(snap, SNAPSHOTS_TAG), format='repository', compression=None, verified=None)
+                for snap in self.snapshots()]
+
     def upload(self, name, domain, uuid, snapshots=0):
         return Upload(self, name, domain, uuid, snapshots)
 
