@@ -8,10 +8,13 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: vm_backup_info
 short_description: List the backups made by vm_backup, newest first
-version_added: 0.2.0
+version_added: 1.0.0
 description:
-  - Lists the backups that M(kvm.snapshots.vm_backup) made in a directory (O(dest)), of every domain or
-    of one (O(domain)), newest first, with their time, domain, size, number of internal snapshots and format.
+  - Lists the backups that M(kvm.snapshots.vm_backup) made in a directory (O(dest)) or a restic repository
+    (O(repository)), of every domain or of one (O(domain)), newest first, with their time, domain, size, bytes
+    added, number of internal snapshots and format.
+  - In a repository, everything listed comes from restic's snapshot list (C(restic snapshots)) and the tags
+    M(kvm.snapshots.vm_backup) put on each backup; no backup data is read.
   - It reads only the head of each backup (its manifest, the first member of an archive), so listing
     large backups is quick. It changes nothing; C(changed) is always false.
   - A backup being written (a hidden C(.<name>.partial-*) entry) and files or directories whose names are
@@ -43,8 +46,22 @@ options:
         An absolute path on the host the module runs on.
       - A directory that does not exist holds no backups; the result is an empty list and a warning. A path
         that exists and is not a directory (a backup itself, for example) is an error.
+      - One of O(dest) and O(repository) is required.
     type: path
-    required: true
+  repository:
+    description:
+      - A restic repository M(kvm.snapshots.vm_backup) wrote backups into, as its
+        O(kvm.snapshots.vm_backup#module:repository) (a path, C(sftp:), C(rest:), C(s3:)).
+    type: str
+  repository_password:
+    description: The repository's password; see O(kvm.snapshots.vm_backup#module:repository_password).
+    type: str
+  repository_password_file:
+    description: A file holding the repository's password.
+    type: path
+  repository_env:
+    description: Environment for restic, such as the S3 keys; never logged.
+    type: dict
   domain:
     description:
       - List only the backups of this domain, by name or UUID, as its backups' manifests record them
@@ -83,7 +100,17 @@ EXAMPLES = r"""
     domain: web1
   register: web1_backups
 
-- name: Restore it
+- name: List web1's backups in a restic repository on S3
+  kvm.snapshots.vm_backup_info:
+    repository: s3:https://s3.example.com/kvm-backups
+    repository_password: "{{ vault_restic_password }}"
+    repository_env:
+      AWS_ACCESS_KEY_ID: "{{ vault_s3_key }}"
+      AWS_SECRET_ACCESS_KEY: "{{ vault_s3_secret }}"
+    domain: web1
+  register: web1_in_s3
+
+- name: Restore the newest one in the dest
   kvm.snapshots.vm_backup:
     domain: web1
     state: restored
@@ -106,12 +133,17 @@ backups:
       type: str
       sample: web1-6b3c1a2f-20261201T220105.123Z
     path:
-      description: Where it is, the path to give O(kvm.snapshots.vm_backup#module:src) to verify or restore it.
+      description:
+        - Where it is, the path to give O(kvm.snapshots.vm_backup#module:src) to verify or restore it.
+        - Null for a backup in a repository.
       type: str
       sample: /srv/backups/web1-6b3c1a2f-20261201T220105.123Z.tar.zst
     id:
-      description: The backup's identifier in a repository; null for a backup in a O(dest).
+      description:
+        - The restic snapshot ID of a backup in a repository, to give O(kvm.snapshots.vm_backup#module:src)
+          with O(kvm.snapshots.vm_backup#module:repository); null for a backup in a O(dest).
       type: str
+      sample: 79ef7c8c
     time:
       description: When the backup was made, ISO 8601 in UTC, to the second (from its manifest).
       type: str
@@ -123,10 +155,14 @@ backups:
       description: The UUID of the domain it holds.
       type: str
     size:
-      description: Bytes on disk of the backup (a V(directory) backup's sparse files count their allocated blocks).
+      description:
+        - Bytes on disk of the backup (a V(directory) backup's sparse files count their allocated blocks).
+        - In a repository, the bytes of the backup's tar stream (before deduplication and compression).
       type: int
     added:
-      description: Bytes this backup added to where it is stored; for a backup in a O(dest), the same as RV(backups[].size).
+      description:
+        - Bytes this backup added to where it is stored; for a backup in a O(dest), the same as RV(backups[].size).
+        - In a repository, what restic stored for it that earlier backups had not (restic's C(data_added)).
       type: int
     snapshots:
       description: Number of internal snapshots it holds.
@@ -138,7 +174,9 @@ backups:
       description: For an archive, V(zstd) or V(none); null for a V(directory).
       type: str
     verified:
-      description: Whether its last verification passed, when that is known; null otherwise (always for a O(dest)).
+      description:
+        - Whether its last verification passed, when that is known; null otherwise. Neither a O(dest) nor a
+          repository records verifications (tagging a restic snapshot would change its ID), so it is null today.
       type: bool
 count:
   description: Number of backups listed.
@@ -155,9 +193,15 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             CONNECTION_ARGSPEC,
-            dest=dict(type='path', required=True),
+            dest=dict(type='path'),
+            repository=dict(type='str'),
+            repository_password=dict(type='str', no_log=True),
+            repository_password_file=dict(type='path', no_log=False),
+            repository_env=dict(type='dict', no_log=True),
             domain=dict(type='str'),
         ),
+        required_one_of=[('dest', 'repository')],
+        mutually_exclusive=[('dest', 'repository')],
         supports_check_mode=True,
     )
     run_module(module, lambda: backup_info(module.params))

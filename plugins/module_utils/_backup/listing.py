@@ -20,6 +20,8 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import Inva
 from .catalog import _complete_kind, read_manifest
 from .directory import tree_size
 from .names import NAME_PATTERN, OLD_NAME_PATTERN, candidate
+from .repository import Repository
+from .request import repository_config
 
 FIELDS = ('name', 'path', 'id', 'time', 'domain', 'uuid', 'size', 'added', 'snapshots', 'format', 'compression',
           'verified')
@@ -138,8 +140,23 @@ def list_backups(place, domain=None):
     return backups, warnings
 
 
+def repository_backups(place, _domain, _warnings):
+    """The backups in the restic repository ``place.options['config']``, from its snapshot list alone."""
+    found = Repository(place.options['config']).listed()
+    for backup in found:
+        when = utc_time(backup['time'])
+        backup['time'] = iso_utc(when.replace(microsecond=0)) if when else backup['time']
+    return found
+
+
+SOURCES['repository'] = repository_backups
+
+
 def place_of(params):
     """The Place vm_backup_info's ``params`` name."""
+    config = repository_config(params)
+    if config:
+        return Place('repository', config.location, dict(config=config))
     return Place('dest', params['dest'])
 
 

@@ -113,7 +113,7 @@ def repository_config(params):
         if not os.access(password_file, os.R_OK):
             raise InvalidInput('repository_password_file %s cannot be read: check the path and its permissions'
                                % password_file)
-    if params['state'] != 'present' and params.get('dest') is not None:
+    if params.get('state', 'present') != 'present' and params.get('dest') is not None:
         raise InvalidInput('dest only applies to state present')
     return RepositoryConfig(location=location, password=password, password_file=password_file,
                             env=dict(params.get('repository_env') or {}), init=bool(params.get('repository_init')))
