@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # disk_sums.sh IMAGE: "<snapshot or @current> <sha256 of its raw content>" per line,
 # read by qemu-img alone: what a user would compare after a restore.
 set -euo pipefail
