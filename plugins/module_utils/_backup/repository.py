@@ -75,6 +75,10 @@ class Repository:
     def ensure(self, init, check_mode):
         """True if the repository had to be created (or would be, in check mode); refused when missing without ``init``."""
         if self.exists():
+            if not check_mode:
+                # A run that was killed (SIGKILL, a reboot) left its lock; restic keeps it, and it would
+                # block retention's forget and prune. `unlock` removes only locks whose process is gone.
+                self.restic.run(['unlock'], 'removing stale locks')
             return False
         if not init:
             raise RepositoryMissing('there is no restic repository at %s: check repository, or set repository_init: '
