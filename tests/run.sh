@@ -457,7 +457,7 @@ record() {
     TOTAL_PASSED=$((TOTAL_PASSED + passed))
     TOTAL_FAILED=$((TOTAL_FAILED + failed))
     TOTAL_SKIPPED=$((TOTAL_SKIPPED + skipped))
-    SUMMARY+=("$(printf '%-12s %4d passed %4d failed %4d skipped  rc=%-3d %5ds' \
+    SUMMARY+=("$(printf '%-18s %4d passed %4d failed %4d skipped  rc=%-3d %5ds' \
         "${stage}" "${passed}" "${failed}" "${skipped}" "${rc}" "${secs}")")
 }
 
