@@ -67,7 +67,7 @@ list_collection_files() {
     if git -C "${REPO_ROOT}" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
         git -C "${REPO_ROOT}" ls-files -z --cached --others --exclude-standard
     else
-        (cd "${REPO_ROOT}" && find . \( -path ./.git -o -path ./.venv -o -path ./build \
+        (cd "${REPO_ROOT}" && find . \( -path ./.git -o -path ./.venv -o -path ./.venv-oldest -o -path ./build \
             -o -path ./tests/output -o -name __pycache__ \) -prune -o \( -type f -o -type l \) -print0 |
             sed -z 's|^\./||')
     fi
@@ -82,7 +82,7 @@ build_tree() {
         list_collection_files |
             while IFS= read -r -d '' path; do
                 case "${path}" in
-                    .venv/*|build/*|tests/output/*|.git/*) continue ;;
+                    .venv/*|.venv-oldest/*|build/*|tests/output/*|.git/*) continue ;;
                 esac
                 # skip files deleted in the work tree but still in the index
                 if [ -e "${path}" ] || [ -L "${path}" ]; then
