@@ -832,19 +832,26 @@ class Bench:
                     raise RuntimeError('case 1s: %s made %d of %d snapshots' % (key, got, n))
 
             res = self.interleave('1s', [
+                ('api', lambda rep: self.timed([PY, '-c', BARE_CREATE, snap_name(rep, 'api')] + names),
+                 None, lambda rep, m: check(rep, 'api'), None),
                 ('ours', lambda rep: self.playbook('scale.yml', dict(snap=snap_name(rep, 'ours')), phases=True),
                  None, lambda rep, m: check(rep, 'ours'), None),
                 ('bash', lambda rep: self.timed(bash_create, env=self.env(SNAP=snap_name(rep, 'bash'))),
                  None, lambda rep, m: check(rep, 'bash'), None),
                 ('module', lambda rep: self.module('vm_snapshot', dict(domains=[pattern], name=snap_name(rep, 'module'))),
                  None, lambda rep, m: check(rep, 'module'), None),
-            ], reps, between=lambda rep: self.delete_snapshots(names, [snap_name(rep, k) for k in ('ours', 'bash', 'module')]))
+            ], reps, between=lambda rep: self.delete_snapshots(
+                names, [snap_name(rep, k) for k in ('ours', 'bash', 'module', 'api')]))
             self.row('1s', 'snapshot of %d shut-off domains, whole run' % n, res['ours'], res['bash'], 0.5,
                      note=self.phase_note(res['ours'], res['module']),
                      ours_label='ansible-playbook, one vm_snapshot task (domains: [%s])' % pattern,
                      base_label='bash loop of virsh snapshot-create-as')
             self.row('1sm', 'the same, the module alone (no ansible-playbook)', res['module'], res['bash'], 0.2,
                      ours_label='vm_snapshot as a process', base_label='bash loop of virsh snapshot-create-as')
+            self.row('1sa', 'the same, bare libvirt calls: what no module can go under', res['api'], res['bash'], None,
+                     note='one connection, snapshotCreateXML on every domain from 16 threads, nothing checked or read',
+                     ours_label='python -c: libvirt.open + snapshotCreateXML per domain',
+                     base_label='bash loop of virsh snapshot-create-as')
         if 3 in cases:
             snap = 'bench-idem'
             self.delete_snapshots(names, [snap])
@@ -1576,6 +1583,18 @@ def fmt_commit(r):
     if r.get('reconstructed'):
         commit += ' (reconstructed)'
     return commit
+
+
+# case 1sa: the libvirt calls alone, as a process (python -c BARE_CREATE SNAP DOMAIN...)
+BARE_CREATE = """
+import sys
+from concurrent.futures import ThreadPoolExecutor
+import libvirt
+conn = libvirt.open('qemu:///system')
+xml = '<domainsnapshot><name>%s</name></domainsnapshot>' % sys.argv[1]
+with ThreadPoolExecutor(16) as pool:
+    list(pool.map(lambda name: conn.lookupByName(name).snapshotCreateXML(xml, 0), sys.argv[2:]))
+"""
 
 
 def ansible_phases(text, started_at, seconds):
