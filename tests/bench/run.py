@@ -57,6 +57,7 @@ BIGX = PREFIX + 'bigxfs'
 SPARSE = PREFIX + 'sparse'
 DENSE = PREFIX + 'dense'
 LIVE = PREFIX + 'live-'
+SCALE = PREFIX + 'scale-'
 BLOCK = PREFIX + 'block'
 REPO_DOM = PREFIX + 'repo'
 MODULES = 'ansible_collections.kvm.snapshots.plugins.modules.'
@@ -186,6 +187,7 @@ class Bench:
             env['KVMSNAP_BENCH_RUSAGE'] = str(ru_path)
         argv = ['bash', '-c', cmd] if isinstance(cmd, str) else cmd
         with open(out_path, 'wb') as out:
+            started_at = time.time()
             start = time.perf_counter()
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(self.work))
             _pid, status = os.waitpid(proc.pid, 0)
@@ -201,7 +203,7 @@ class Bench:
             self_kib, children_kib = data['self_kib'], data['children_kib']
             ru_path.unlink()
         return Measure(seconds, self_kib=self_kib, children_kib=children_kib,
-                       output=text, rc=proc.returncode)
+                       output=text, rc=proc.returncode, started_at=started_at)
 
     def module(self, name, args, check=True):
         """Run one module as a process (``python modrun.py <module> args.json``); parse its JSON."""
@@ -220,13 +222,29 @@ class Bench:
         m.extra['output'] = None
         return m
 
-    def playbook(self, playbook, extra_vars=None):
+    def playbook(self, playbook, extra_vars=None, phases=False):
+        """One timed ``ansible-playbook`` run; its PLAY RECAP counts in ``extra``.
+
+        ``phases``: also split the run's time by Ansible's own log (``log_path``,
+        one timestamped line per message) into ``start`` (process start to the
+        one task's banner: Python, Ansible's imports, inventory, playbook),
+        ``task`` (banner to result: fork, building and transferring the module,
+        running it) and ``end`` (result to exit: the recap). The playbook must
+        have one task.
+        """
         cmd = [str(VENV_BIN / 'ansible-playbook'), str(self.work / 'pb' / playbook)]
         if extra_vars:
             path = self.work / 'pb' / ('vars-%d.json' % (self.seq + 1))
             path.write_text(json.dumps(extra_vars))
             cmd += ['-e', '@%s' % path]
-        m = self.timed(cmd)
+        env = None
+        if phases:
+            log_path = self.work / 'runs' / ('%05d.ansible.log' % (self.seq + 1))
+            env = self.env(ANSIBLE_LOG_PATH=str(log_path))
+        m = self.timed(cmd, env=env)
+        if phases:
+            m.extra['phases'] = ansible_phases(log_path.read_text(errors='replace'), m.extra['started_at'], m.seconds)
+            log_path.unlink()
         recap = re.search(r'localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)',
                           m.extra['output'])
         if not recap:
@@ -440,6 +458,16 @@ class Bench:
       ansible.builtin.command: virsh -c qemu:///system snapshot-create-as {{ item }} {{ snap }}
       loop: "{{ doms }}"
 """)
+        (pb / 'scale.yml').write_text("""---
+- name: One task snapshots every shut-off scale domain
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Snapshot
+      kvm.snapshots.vm_snapshot:
+        domains: ["%s*"]
+        name: "{{ snap }}"
+""" % SCALE)
         (pb / 'floor.yml').write_text("""---
 - name: What any one-task playbook costs (ansible-playbook start + one module)
   hosts: localhost
@@ -756,6 +784,99 @@ class Bench:
                      ours_label='ansible-playbook + ansible.builtin.ping', base_label='bash loop of virsh snapshot-info')
             self.row('3m', 'the same, the module alone (no ansible-playbook)', res['module'], res['bash'], None,
                      ours_label='vm_snapshot as a process', base_label='bash loop of virsh snapshot-info')
+        for name in names:
+            self.remove_domain(name)
+
+    # ------------------------------------------------------------ cases 1 and 3 at scale
+
+    def scale_domains(self, count):
+        """``count`` shut-off domains, each on its own empty 64 MiB qcow2 (snapshots are internal)."""
+        names = ['%s%03d' % (SCALE, i) for i in range(1, count + 1)]
+        log('cases 1s/3s: defining %d shut-off domains' % count)
+        for name in names:  # a retry after a daemon restart finds the first attempt's domains
+            self.remove_domain(name)
+        for name in names:
+            disk = self.work / (name + '.qcow2')
+            if disk.exists():
+                disk.unlink()
+            sh(['qemu-img', 'create', '-q', '-f', 'qcow2', str(disk), '64M'])
+            self.lv().defineXML(self.domain_xml(name, disk))
+        return names
+
+    def phase_note(self, runs, module_runs):
+        """Where a whole run's time goes: medians of Ansible's phases and of the module alone."""
+        phases = [m.extra.get('phases') for _r, m in runs if m.extra.get('phases')]
+        if not phases:
+            return ''
+        med = {k: statistics.median(p[k] for p in phases) for k in ('start', 'task', 'end')}
+        module = self.median(module_runs)
+        return ('whole run %.2f s = Ansible start %.2f s (Python, imports, inventory, playbook) + the task %.2f s '
+                '(fork, module build and transfer %.2f s, the module %.2f s as measured alone) + end %.2f s'
+                % (self.median(runs), med['start'], med['task'], max(med['task'] - module, 0), module, med['end']))
+
+    def cases_scale(self, cases):
+        """Cases 1 and 3 at scale: N shut-off domains (default 100), whole run and module alone vs bash."""
+        n = self.opts.scale if self.opts.scale is not None else (10 if self.quick else 100)
+        if n <= 0:
+            return
+        reps = self.reps(5)
+        names = self.scale_domains(n)
+        pattern = SCALE + '*'
+        loop = 'for d in %s; do virsh -c qemu:///system %%s || exit 1; done' % ' '.join(names)
+        bash_create = loop % 'snapshot-create-as "$d" "$SNAP" >/dev/null'
+        if 1 in cases:
+            def snap_name(rep, key):
+                return 's%d-%s' % (rep, key)
+
+            def check(rep, key):
+                got = self.count_snapshot(names, snap_name(rep, key))
+                if got != n:
+                    raise RuntimeError('case 1s: %s made %d of %d snapshots' % (key, got, n))
+
+            res = self.interleave('1s', [
+                ('api', lambda rep: self.timed([PY, '-c', BARE_CREATE, snap_name(rep, 'api')] + names),
+                 None, lambda rep, m: check(rep, 'api'), None),
+                ('ours', lambda rep: self.playbook('scale.yml', dict(snap=snap_name(rep, 'ours')), phases=True),
+                 None, lambda rep, m: check(rep, 'ours'), None),
+                ('bash', lambda rep: self.timed(bash_create, env=self.env(SNAP=snap_name(rep, 'bash'))),
+                 None, lambda rep, m: check(rep, 'bash'), None),
+                ('module', lambda rep: self.module('vm_snapshot', dict(domains=[pattern], name=snap_name(rep, 'module'))),
+                 None, lambda rep, m: check(rep, 'module'), None),
+            ], reps, between=lambda rep: self.delete_snapshots(
+                names, [snap_name(rep, k) for k in ('ours', 'bash', 'module', 'api')]))
+            self.row('1s', 'snapshot of %d shut-off domains, whole run' % n, res['ours'], res['bash'], 0.5,
+                     note=self.phase_note(res['ours'], res['module']),
+                     ours_label='ansible-playbook, one vm_snapshot task (domains: [%s])' % pattern,
+                     base_label='bash loop of virsh snapshot-create-as')
+            self.row('1sm', 'the same, the module alone (no ansible-playbook)', res['module'], res['bash'], 0.2,
+                     ours_label='vm_snapshot as a process', base_label='bash loop of virsh snapshot-create-as')
+            self.row('1sa', 'the same, bare libvirt calls: what no module can go under', res['api'], res['bash'], None,
+                     note='one connection, snapshotCreateXML on every domain from 16 threads, nothing checked or read',
+                     ours_label='python -c: libvirt.open + snapshotCreateXML per domain',
+                     base_label='bash loop of virsh snapshot-create-as')
+        if 3 in cases:
+            snap = 'bench-idem'
+            self.delete_snapshots(names, [snap])
+            sh(bash_create, env=self.env(SNAP=snap))
+
+            def ours(rep):
+                m = self.playbook('scale.yml', dict(snap=snap), phases=True)
+                if m.extra['changed'] != 0:
+                    raise RuntimeError('case 3s: the second run reported changed')
+                return m
+            res = self.interleave('3s', [
+                ('ours', ours, None, None, None),
+                ('bash', lambda rep: self.timed(loop % ('snapshot-info "$d" %s >/dev/null' % snap)), None, None, None),
+                ('floor', lambda rep: self.playbook('floor.yml'), None, None, None),
+                ('module', lambda rep: self.module('vm_snapshot', dict(domains=[pattern], name=snap)), None, None, None),
+            ], reps)
+            self.row('3s', 'the same task again at %d shut-off domains, nothing to do, whole run' % n,
+                     res['ours'], res['bash'], 0.5, note=self.phase_note(res['ours'], res['module']),
+                     ours_label='ansible-playbook, all ok', base_label='bash loop of virsh snapshot-info')
+            self.row('3sm', 'the same, the module alone (no ansible-playbook)', res['module'], res['bash'], 0.2,
+                     ours_label='vm_snapshot as a process', base_label='bash loop of virsh snapshot-info')
+            self.row('3sf', 'floor: ansible-playbook with one ping task', res['floor'], res['bash'], None,
+                     ours_label='ansible-playbook + ansible.builtin.ping', base_label='bash loop of virsh snapshot-info')
         for name in names:
             self.remove_domain(name)
 
@@ -1355,6 +1476,8 @@ class Bench:
         steps = []
         if cases & {1, 2, 3}:
             steps.append(('1-3', lambda: self.cases_1_2_3(cases)))
+        if cases & {1, 3}:
+            steps.append(('1s-3s', lambda: self.cases_scale(cases)))
         if 4 in cases:
             steps.append(('4', self.case_4))
         big_cases = [c for c in (5, 6, 7, 10, 11, 12, 8) if c in cases]
@@ -1565,6 +1688,35 @@ def fmt_commit(r):
     return commit
 
 
+# case 1sa: the libvirt calls alone, as a process (python -c BARE_CREATE SNAP DOMAIN...)
+BARE_CREATE = """
+import sys
+from concurrent.futures import ThreadPoolExecutor
+import libvirt
+conn = libvirt.open('qemu:///system')
+xml = '<domainsnapshot><name>%s</name></domainsnapshot>' % sys.argv[1]
+with ThreadPoolExecutor(16) as pool:
+    list(pool.map(lambda name: conn.lookupByName(name).snapshotCreateXML(xml, 0), sys.argv[2:]))
+"""
+
+
+def ansible_phases(text, started_at, seconds):
+    """Split one ansible-playbook run by its log_path lines: {start, task, end} in seconds.
+
+    Each line starts with the time Ansible logged it (``2026-12-01 23:10:00,123``).
+    """
+    def at(line):
+        stamp = re.match(r'(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})', line)
+        if not stamp:
+            return None
+        when = datetime.datetime.strptime(stamp.group(1), '%Y-%m-%d %H:%M:%S')
+        return time.mktime(when.timetuple()) + int(stamp.group(2)) / 1000.0
+    lines = text.splitlines()
+    banner = next(at(line) for line in lines if '| TASK [' in line)
+    done = next(at(line) for line in lines if re.search(r'\| (ok|changed): \[', line))
+    return dict(start=banner - started_at, task=done - banner, end=started_at + seconds - done)
+
+
 def load_now():
     try:
         return round(os.getloadavg()[0], 1)
@@ -1615,6 +1767,8 @@ def main():
     parser.add_argument('--note', default=os.environ.get('BENCH_NOTE'),
                         help='a remark added to every row of this run, e.g. what else loads the machine')
     parser.add_argument('--domains', type=int, help='running domains for cases 1-3 (default 20)')
+    parser.add_argument('--scale', type=int,
+                        help='shut-off domains for cases 1 and 3 at scale (rows 1s, 3s; default 100, quick 10; 0: skip)')
     parser.add_argument('--cache', default=os.environ.get('KVMSNAP_BENCH_CACHE', '/var/lib/libvirt/images/kvmsnap-bench-cache'))
     parser.add_argument('--work', default='/var/lib/libvirt/images/kvmsnap-bench-work')
     parser.add_argument('--keep-work', action='store_true', help='do not remove domains and work files at the end')
