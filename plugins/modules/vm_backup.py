@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: vm_backup
 short_description: Back up a libvirt/KVM domain with all its snapshots, verify a backup, restore one
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - V(present) writes a new backup of one domain into O(dest). It holds the domain definition (with
     security info such as VNC passwords), every disk image with its whole backing chain (qcow2 and raw),
@@ -102,32 +102,27 @@ options:
       - Needs the C(restic) program on the hypervisor (Debian, Ubuntu C(apt install restic)). Domain names with a
         comma cannot be restic tags and are refused.
     type: str
-    version_added: 1.0.0
   repository_password:
     description:
       - The repository's password, handed to restic in its environment (C(RESTIC_PASSWORD)), never on a command
         line, in a result or a message. Exactly one of O(repository_password) and O(repository_password_file)
         is needed with O(repository).
     type: str
-    version_added: 1.0.0
   repository_password_file:
     description:
       - A file on the hypervisor holding the repository's password (C(RESTIC_PASSWORD_FILE)); keep it mode 0600.
     type: path
-    version_added: 1.0.0
   repository_env:
     description:
       - Environment for restic, such as C(AWS_ACCESS_KEY_ID) and C(AWS_SECRET_ACCESS_KEY) for an S3 repository,
         or C(RESTIC_CACHE_DIR). Never logged; values never appear in a message.
     type: dict
-    version_added: 1.0.0
   repository_init:
     description:
       - Create the repository (C(restic init)) when there is none at O(repository) yet. Off by default, so that
         a mistyped location is refused instead of starting a new, empty repository.
     type: bool
     default: false
-    version_added: 1.0.0
   format:
     description:
       - V(archive) writes one tar file compressed with zstd, which plain C(tar -I zstd -xf) opens.
@@ -221,15 +216,12 @@ options:
       - With O(repository), also keep the newest backup of each of the last this many days that have one
         (restic C(forget --keep-daily)). Must be 1 or more.
     type: int
-    version_added: 1.0.0
   keep_weekly:
     description: With O(repository), also keep the newest backup of each of the last this many weeks (C(--keep-weekly)).
     type: int
-    version_added: 1.0.0
   keep_monthly:
     description: With O(repository), also keep the newest backup of each of the last this many months (C(--keep-monthly)).
     type: int
-    version_added: 1.0.0
   src:
     description:
       - The backup to verify or restore, as O(state=present) returned it in RV(backup.path)

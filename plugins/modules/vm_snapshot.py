@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: vm_snapshot
 short_description: Create, delete, revert to, select and prune libvirt/KVM domain snapshots
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Manages the snapshots of one domain (O(domain)), or of many in one task (O(domains), names and shell globs,
     worked on in parallel), the way C(virsh snapshot-create-as), C(snapshot-delete), C(snapshot-revert),

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: vm_snapshot_info
 short_description: List libvirt/KVM domain snapshots, their tree and their facts
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Reports, as data, everything C(virsh snapshot-list), C(snapshot-info), C(snapshot-current),
     C(snapshot-parent), C(snapshot-dumpxml) and C(virsh list --with-snapshot) tell.
