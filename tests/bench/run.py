@@ -1305,7 +1305,7 @@ class Bench:
             ('archive', archive, lambda rep: sync(), lambda rep, m: self.clear(out / 'archive'), None),
         ], reps)
         share = max(a / f for a, f in zip(added['incremental'], added['archive']))
-        self.row('13b', 'the next backup after 2%% of the data changed (8 places) vs a full archive backup',
+        self.row('13b', 'the next backup after 2% of the data changed (8 places) vs a full archive backup',
                  res['incremental'], res['archive'], 1.0,
                  note='added %s (median) per incremental, at most %.1f%% of the archive (target <= 5%%)'
                  % (human(statistics.median(added['incremental'])), 100 * share),
