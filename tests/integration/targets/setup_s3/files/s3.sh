@@ -5,6 +5,7 @@
 #   s3.sh start    start it unless it runs; wait (bounded) until S3 answers
 #   s3.sh stop     stop it (SIGTERM, then SIGKILL after S3_STOP_TIMEOUT s: weed's
 #                  filer alone waits 15 s for its gRPC streams); the data is kept
+#   s3.sh kill     SIGKILL it at once (a crash, for fault tests); the data is kept
 #   s3.sh restart  stop, then start (the data survives)
 #   s3.sh status   exit 0 and print the endpoint when it runs and answers, 1 otherwise
 #   s3.sh wipe     stop it and delete its data (the next start is empty)
@@ -165,6 +166,20 @@ stop() {
     rm -f "${PID_FILE}"
 }
 
+kill_now() {
+    local pid
+    if ! pid="$(running_pid)"; then
+        rm -f "${PID_FILE}"
+        echo "s3: not running"
+        return
+    fi
+    kill -KILL "${pid}" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "${pid}" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "${pid}" 2>/dev/null && die "weed (pid ${pid}) survived SIGKILL"
+    rm -f "${PID_FILE}"
+    echo "s3: killed"
+}
+
 status() {
     if running_pid >/dev/null && answers; then
         echo "s3: running at ${ENDPOINT} (pid $(running_pid))"
@@ -181,9 +196,10 @@ status() {
 case "${1:-}" in
     start) start ;;
     stop) stop ;;
+    kill) kill_now ;;
     restart) stop; start ;;
     status) status ;;
     wipe) stop; rm -rf "${S3_DIR}"; echo "s3: data deleted (${S3_DIR})" ;;
     env) printf 'S3_ENDPOINT=%s\nAWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n' "${ENDPOINT}" "${S3_ACCESS_KEY}" "${S3_SECRET_KEY}" ;;
-    *) die "usage: $0 start|stop|restart|status|wipe|env" ;;
+    *) die "usage: $0 start|stop|kill|restart|status|wipe|env" ;;
 esac
