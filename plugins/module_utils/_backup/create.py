@@ -31,6 +31,7 @@ from .live import LiveOverlay, merge_leftovers
 from .locks import DomainLock
 from .names import backup_name, free_name, partial_pattern, utcnow_ms
 from .pause import pause_point
+from .progress import current as progress
 from .verify import rate
 from .write import write_backup
 
@@ -137,6 +138,12 @@ def plan_backup(conn, dom, request):
     return result
 
 
+# The progress phases around the copy, by what is done about a running domain.
+HOLD_PHASES = dict(live=('taking the overlay', 'merging the overlay back'),
+                   shutdown=('shutting the domain down', 'starting the domain again'),
+                   suspend=('pausing the domain', 'resuming the domain'))
+
+
 def make_backup_locked(conn, dom, request):
     dest = request.dest
     state = domain_state(dom)
@@ -153,13 +160,18 @@ def make_backup_locked(conn, dom, request):
     remove_stale(dest, partial_pattern(contents.name, contents.uuid))
     remove_stale(dest, partial_pattern(contents.name))
     name, when = free_name(dest, contents.name, contents.uuid, utcnow_ms(), request.suffix)
+    taking, giving_back = HOLD_PHASES.get(action, (None, None))
     try:
+        if taking:
+            progress().phase(taking)
         hold.take()
         # Again, now that the disks are still: the definition is the one from before the hold.
         contents = discover(conn, hold.dom, xml=contents.xml)
         pause_point('backup-held')
         backup = write_backup(contents, dest, name, when, state, request)
         # Inside the try: a signal before or during the give-back still brings the domain back.
+        if giving_back:
+            progress().phase(giving_back)
         _done, restart_error = hold.give_back()
     except BaseException as exc:
         done, restart_error = hold.give_back()
@@ -176,6 +188,7 @@ def make_backup_locked(conn, dom, request):
         result['warnings'] = merged + result.get('warnings', [])
     removed = []
     if request.keep:
+        progress().phase('removing older backups')
         for _entry, path in domain_backups(dest, contents.uuid)[:-request.keep]:
             remove_backup(path)
             removed.append(path)

@@ -27,7 +27,7 @@ def rate(size, duration):
 def verify_backup(request, check_mode=False):
     """vm_backup state=verified for a ReadRequest."""
     started = time.monotonic()
-    reading = Reading(request.src).run()
+    reading = Reading(request.src, phase='verifying').run()
     check_domain(request, reading.manifest)
     duration = time.monotonic() - started
     summary = reading.summary()

@@ -20,6 +20,7 @@ from .files import create_file, data_regions, dense, fsync_dir, hidden_beside, m
 from .manifest import CHECKSUMS, MANIFEST, checksums_bytes
 from .members import member_dirs
 from .names import PARTIAL
+from .progress import current as progress
 
 
 def open_source_file(entry):
@@ -115,6 +116,8 @@ def write_backup(contents, dest, name, when, state, request):
     data_size = 0
     try:
         sink = partial.open(when.timestamp())
+        progress().phase('copying', total=sum(length for regions in maps for _off, length in regions),
+                         file=partial.path)
         sink.add_dir('')
         digests = {MANIFEST: sink.add_bytes(MANIFEST, manifest.to_bytes())}
         digests['domain.xml'] = sink.add_bytes('domain.xml', contents.xml.encode())
@@ -125,12 +128,16 @@ def write_backup(contents, dest, name, when, state, request):
             digests[entry.name] = sink.add_bytes(entry.name, data)
         for entry, regions in zip(manifest.files[1 + len(contents.snapshots):], maps):
             src = open_source_file(entry)
+            progress().set(disk=entry.target or entry.name)
             try:
                 os.posix_fadvise(src, 0, 0, os.POSIX_FADV_SEQUENTIAL)
                 digests[entry.name] = sink.add_file(entry.name, src, entry.size, regions)
                 data_size += sum(length for _off, length in regions)
             finally:
                 os.close(src)
+        progress().phase('finishing the backup (the last data compressed and synced to disk)'
+                         if request.compression == 'zstd' else 'finishing the backup (synced to disk)',
+                         file=partial.path)
         sink.add_bytes(CHECKSUMS, checksums_bytes(digests))
         size = partial.commit()
     except BaseException as exc:
