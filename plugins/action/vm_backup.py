@@ -22,8 +22,11 @@ run the module exactly as a module without this plugin would.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shlex
+import signal
+import threading
 import time
 
 from ansible.errors import AnsibleConnectionFailure
@@ -73,14 +76,15 @@ def progress_line(label, info, elapsed=None):
     """One line for a progress report ``info`` (the module's JSON), or None when it says nothing yet.
 
     ``elapsed``: seconds in this phase as the caller counts them (the file is rewritten only when
-    bytes move, so its own ``phase_seconds`` stands still in a phase without bytes).
+    bytes move, so its own ``phase_seconds`` stands still in a phase without bytes or a stall).
     """
     if not isinstance(info, dict) or not info.get('phase'):
         return None
     what = info.get('domain') or info.get('state') or ''
     parts = ['%s %s: %s' % (label, what, info['phase']) if what else '%s: %s' % (label, info['phase'])]
     done, total = info.get('done') or 0, info.get('total')
-    seconds = info.get('phase_seconds') or 0
+    # A file not rewritten for a while means no bytes moved meanwhile: the rate counts that time too.
+    seconds = max(info.get('phase_seconds') or 0, elapsed or 0)
     if total:
         parts[0] += ' %d%%' % min(100, done * 100 // total)
         parts.append('%s of %s' % (human_size(done), human_size(total)))
@@ -89,7 +93,7 @@ def progress_line(label, info, elapsed=None):
             parts.append('%s/s' % human_size(rate))
             parts.append('ETA %s' % clock_text(max(0, total - done) / rate))
     else:
-        parts.append('for %s' % clock_text(max(seconds, elapsed or 0)))
+        parts.append('for %s' % clock_text(seconds))
     if info.get('disk'):
         parts.append('disk %s' % info['disk'])
     if info.get('file'):
@@ -115,6 +119,25 @@ class PhaseClock:
         now = self.clock()
         start = self.starts.setdefault(key, now - phase_seconds)
         return now - start
+
+
+class Stopped(BaseException):
+    """SIGINT or SIGTERM reached this worker while it waited (Ctrl-C, AWX cancelling the job)."""
+
+    def __init__(self, signum):
+        super(Stopped, self).__init__(signum)
+        self.signum = signum
+
+
+SIGNALLED = []   # the stop signals this worker received while it waited (an exception alone may be swallowed)
+
+
+def _stopped(signum, _frame):
+    SIGNALLED.append(signum)
+    raise Stopped(signum)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def job_running(job):
@@ -178,14 +201,33 @@ class ActionModule(ActionBase):
             started.pop('changed', None)
             return started
         display.vvv('vm_backup: async job %s, progress in %s' % (jid, progress_file))
+        # Ctrl-C and AWX's cancel end the worker with SIGINT or SIGTERM: the detached module
+        # would go on, so it gets SIGTERM first and rolls back as a synchronous one would.
+        handlers = {}
+        del SIGNALLED[:]
+        if threading.current_thread() is threading.main_thread():
+            handlers = {signum: signal.signal(signum, _stopped) for signum in STOP_SIGNALS}
         finished = False
+        stopped = None
         try:
             status = self._wait(jid, async_dir, progress_file, interval, task_vars)
             finished = True
+        except Stopped as exc:
+            stopped = exc.signum
         finally:
             if not finished:
+                # Another SIGINT/SIGTERM now (ansible-playbook ends its workers) would end this worker
+                # before the module has its SIGTERM: they wait until it has.
+                for signum in handlers:
+                    signal.signal(signum, signal.SIG_IGN)
                 self._stop_module(progress_file)
+            stopped = stopped or (SIGNALLED[0] if SIGNALLED else None)
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
             self._cleanup(jid, async_dir, None if given else progress_file)
+        if stopped is not None:
+            os.kill(os.getpid(), stopped)   # now to the worker's own handler, which ends it
+            return dict(failed=True, msg='stopped by %s' % signal.Signals(stopped).name)
         return module_result(status, given)
 
     def _status(self, jid, async_dir, task_vars):
@@ -206,6 +248,8 @@ class ActionModule(ActionBase):
         delay = FIRST_POLL
         failures = 0
         while True:
+            if SIGNALLED:   # raised inside a connection call that turned it into its own error
+                raise Stopped(SIGNALLED[0])
             time.sleep(max(0.0, min(delay, next_line - time.monotonic())) or FIRST_POLL)
             delay = min(delay * 2, MAX_POLL, interval)
             try:
@@ -249,7 +293,7 @@ class ActionModule(ActionBase):
             return None
 
     def _stop_module(self, progress_file):
-        """The play gave up on the job (timeout, a failed connection): SIGTERM the module, as a sync run would."""
+        """The play gave up on the job (Ctrl-C, timeout, a failed connection): SIGTERM the module, as a sync run would."""
         try:
             info = self._read_progress(progress_file) or {}
             pid = info.get('pid')

@@ -227,10 +227,15 @@ notes:
     through Ansible's C(async_wrapper), as an C(async) task, polls it with C(ansible.builtin.async_status) (every
     0.1 s at first, then less often, at most every 5 seconds), and prints a progress line every
     O(progress_interval) seconds from O(progress_file). The task's result is the module's own. Check mode,
-    C(become), C(delegate_to), C(module_defaults) and remote hosts over SSH work as for any module. As with any
-    C(async) task, the module runs detached from the connection: stopping C(ansible-playbook) with Ctrl-C does
-    not stop it (a task C(timeout) or a broken connection does: the action plugin sends it SIGTERM, and it rolls
-    back as on any SIGTERM). C(kill -TERM) the C(pid) that O(progress_file) names stops it by hand.
+    C(become), C(delegate_to), C(module_defaults) and remote hosts over SSH work as for any module. The module
+    runs detached from the connection, as any C(async) task; when the play stops waiting for it (Ctrl-C, AWX
+    cancelling the job, a task C(timeout)), the action plugin sends it SIGTERM first, on the managed node, and
+    it rolls back as on any SIGTERM (see RV(interrupted)). C(kill -TERM) the C(pid) that O(progress_file) names
+    stops it by hand.
+  - B(What the percent counts.) The bytes of data read from the disks (or from the backup, when verifying or
+    restoring) of the total to read. With zstd the compressor holds some of what was read (up to a few hundred
+    MiB at high levels) before it is written; the phase C(finishing the backup) that follows the copy is that
+    last part being compressed and synced to disk.
   - B(The file being written.) A backup is written under a hidden name beside its final one,
     C(.<name>.tar.zst.partial-<hex>) (a directory C(.<name>.partial-<hex>) for O(format=directory)), and renamed
     into place when complete; a restore writes each file as C(.<file>.kvmsnap-restore-<hex>) beside its

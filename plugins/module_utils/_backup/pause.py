@@ -20,7 +20,9 @@ def pause_point(point):
     (10 minutes at most), so an integration test can act inside the window (write as
     the guest, SIGKILL the module) and then let it go on. Points: ``restore-commit``
     (domain undefined, first file set aside), ``backup-held`` (the domain held for the
-    copy: overlays in place, paused or shut down; files about to be copied).
+    copy: overlays in place, paused or shut down; files about to be copied),
+    ``progress-half`` (half the bytes of a phase with a total read: copying, verifying,
+    restoring; the progress file written just before).
     """
     spec = os.environ.get(PAUSE_ENV, '')
     if not spec.startswith(point + ':'):

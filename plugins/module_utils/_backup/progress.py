@@ -20,6 +20,8 @@ import time
 
 from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import InvalidInput
 
+from .pause import pause_point
+
 EVERY = 1.0     # seconds between two writes of the file (a phase change writes at once)
 
 
@@ -34,11 +36,13 @@ class Progress:
                          disk=None, file=None, phase_seconds=0.0, seconds=0.0)
         self.started = self.phase_started = clock()
         self.written_at = self.started
+        self.half = None    # done at which the test-only pause point 'progress-half' is passed
 
     def phase(self, phase, total=None, file=None, disk=None):
         """A new phase: ``total`` bytes to go through (None: unknown), ``file`` being written, written at once."""
         self.info.update(phase=phase, total=total, done=0, file=file, disk=disk)
         self.phase_started = self.clock()
+        self.half = total // 2 if total else None
         self.write()
 
     def set(self, **fields):
@@ -50,6 +54,10 @@ class Progress:
         self.info['done'] += count
         if self.path is not None and self.clock() - self.written_at >= self.every:
             self.write()
+        if self.half is not None and self.info['done'] >= self.half:
+            self.half = None
+            self.write()
+            pause_point('progress-half')
 
     def write(self):
         if self.path is None:

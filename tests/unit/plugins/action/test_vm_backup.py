@@ -228,3 +228,56 @@ def test_result_keeps_the_progress_file_as_given():
     status = dict(MODULE_RESULT, finished=1, ansible_job_id=JOB, results_file='/r',
                   invocation=dict(module_args=dict(progress_file='/root/.ansible_async/kvmsnap-progress-1.json')))
     assert action.module_result(status, None) == dict(MODULE_RESULT, invocation=dict(module_args=dict(progress_file=None)))
+
+
+def test_ctrl_c_reaches_the_detached_module(clock, shown, monkeypatch):
+    """SIGINT/SIGTERM to the worker (Ctrl-C, AWX's cancel): the module gets SIGTERM, then the worker's own handler runs."""
+    remote = Remote(clock, runs_for=100)
+    plugin = make_plugin(dict(domain='x', dest='/b'), remote)
+    handler_while_waiting = []
+
+    def read_json(path):
+        if path.endswith(JOB):
+            handler_while_waiting.append(action.signal.getsignal(action.signal.SIGTERM))
+            if clock.now > 1003:
+                action._stopped(action.signal.SIGTERM, None)
+            return dict(started=1, finished=0)
+        return PROGRESS
+
+    plugin._read_json = read_json
+    killed = []
+    monkeypatch.setattr(action.os, 'kill', lambda pid, signum: killed.append((pid, signum)))
+    before = action.signal.getsignal(action.signal.SIGTERM)
+    result = run(plugin)
+    assert handler_while_waiting[0] is action._stopped
+    assert action.signal.getsignal(action.signal.SIGTERM) is before    # the worker's handler is back
+    assert 'kill -TERM 4242' in remote.commands                        # the module first
+    assert killed == [(action.os.getpid(), action.signal.SIGTERM)]     # then the worker's own end
+    assert result == dict(failed=True, msg='stopped by SIGTERM')
+
+
+def test_a_stall_lowers_the_rate():
+    info = dict(PROGRESS)   # 512 MiB in 4 s by the module's last write, then nothing for 4 s more
+    assert '128.0 MiB/s, ETA 0:00:04' in action.progress_line('vm_backup', info, 4.0)
+    assert '64.0 MiB/s, ETA 0:00:08' in action.progress_line('vm_backup', info, 8.0)
+
+
+def test_a_signal_swallowed_by_the_connection_still_stops(clock, shown, monkeypatch):
+    """The signal lands inside a connection call that turns it into a connection failure: the wait ends all the same."""
+    remote = Remote(clock, runs_for=100)
+    plugin = make_plugin(dict(domain='x', dest='/b'), remote)
+    real = remote.low_level
+
+    def swallowing(cmd, sudoable=True, **kw):
+        if cmd.startswith('cat ') and cmd.endswith(JOB) and clock.now > 1003:
+            try:
+                action._stopped(action.signal.SIGINT, None)
+            except action.Stopped:
+                raise AnsibleConnectionFailure('interrupted')
+        return real(cmd, sudoable, **kw)
+
+    plugin._low_level_execute_command = swallowing
+    killed = []
+    monkeypatch.setattr(action.os, 'kill', lambda pid, signum: killed.append(signum))
+    assert run(plugin) == dict(failed=True, msg='stopped by SIGINT')
+    assert 'kill -TERM 4242' in remote.commands and killed == [action.signal.SIGINT]
