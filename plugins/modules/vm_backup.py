@@ -259,7 +259,45 @@ options:
     description: With O(state=restored), start the domain after restoring it.
     type: bool
     default: false
+  progress_interval:
+    description:
+      - Print a progress line every this many seconds while the task runs (phase, percent, bytes done of the total,
+        rate, ETA, the disk and the file being written), in the C(ansible-playbook) output and so in AWX's job log.
+        A task that ends sooner prints none.
+      - V(0) turns progress off, and the module runs as a plain synchronous module.
+      - Done by the collection's action plugin of the same name, which runs the module asynchronously and polls it
+        (see the notes). A task with its own C(async) runs as it says, without progress lines.
+    type: int
+    default: 30
+  progress_file:
+    description:
+      - The module rewrites this JSON file (atomically, about once a second) with its progress while it runs,
+        and removes it when it ends. Keys C(phase), C(done) and C(total) (bytes; C(total) is null for a phase
+        without bytes, such as a shutdown), C(disk), C(file) (the file being written), C(domain), C(state),
+        C(phase_seconds), C(seconds) and C(pid) (the module's process).
+      - Left unset, the action plugin picks a fresh name in the remote async directory (C(~/.ansible_async) of the
+        user the module runs as) when O(progress_interval) is above 0; set it to watch the progress yourself, for
+        example of a task with C(async) and C(poll=0).
+      - Must be an absolute path.
+    type: path
 notes:
+  - B(Progress.) Unless O(progress_interval=0) or the task sets C(async), the action plugin starts the module
+    through Ansible's C(async_wrapper), as an C(async) task, polls it with C(ansible.builtin.async_status) (every
+    0.1 s at first, then less often, at most every 5 seconds), and prints a progress line every
+    O(progress_interval) seconds from O(progress_file). The task's result is the module's own. Check mode,
+    C(become), C(delegate_to), C(module_defaults) and remote hosts over SSH work as for any module. The module
+    runs detached from the connection, as any C(async) task; when the play stops waiting for it (Ctrl-C, AWX
+    cancelling the job, a task C(timeout)), the action plugin sends it SIGTERM first, on the managed node, and
+    it rolls back as on any SIGTERM (see RV(interrupted)). C(kill -TERM) the C(pid) that O(progress_file) names
+    stops it by hand.
+  - B(What the percent counts.) The bytes of data read from the disks (or from the backup, when verifying or
+    restoring) of the total to read. With zstd the compressor holds some of what was read (up to a few hundred
+    MiB at high levels) before it is written; the phase C(finishing the backup) that follows the copy is that
+    last part being compressed and synced to disk.
+  - B(The file being written.) A backup is written under a hidden name beside its final one,
+    C(.<name>.tar.zst.partial-<hex>) (a directory C(.<name>.partial-<hex>) for O(format=directory)), and renamed
+    into place when complete; a restore writes each file as C(.<file>.kvmsnap-restore-<hex>) beside its
+    destination. C(ls -la) shows them grow; the progress line names the one being written.
   - Inside a backup, C(manifest.json) comes first and describes every file (role, original path, size,
     sparse map, owner and mode, the XML files' digests); C(checksums.json) comes last with every file's digest.
     So a restore knows where each file goes before its data arrives, and reads the archive once.
@@ -797,6 +835,8 @@ def main():
             disk_dir=dict(type='path'),
             force=dict(type='bool', default=False),
             start=dict(type='bool', default=False),
+            progress_interval=dict(type='int', default=30),
+            progress_file=dict(type='path'),
         ),
         required_if=[
             ('state', 'present', ('domain',)),

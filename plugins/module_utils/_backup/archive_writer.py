@@ -17,6 +17,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import Oper
 from .digest import ContentDigest, digest_bytes
 from .files import CHUNK, FLUSH_EVERY, Flusher, dense, read_regions, write_all
 from .pipeline import Pipeline
+from .progress import advance
 from .zstd import compressor
 
 BLOCK = tarfile.BLOCKSIZE   # 512
@@ -158,6 +159,7 @@ class ArchiveSink:
         for pos, buf, count in read_regions(fd, regions, self.pipe.acquire):
             digest.update(pos, buf, count)
             self.pipe.submit(self._write_now, (memoryview(buf)[:count],), buf)
+            advance(count)
         self._write(bytes(-stored % BLOCK))
         return digest.hexdigest()
 

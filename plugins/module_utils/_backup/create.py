@@ -26,6 +26,7 @@ from .locks import DomainLock
 from .names import utcnow_ms
 from .pause import pause_point
 from .places import backup_place
+from .progress import current as progress
 from .verify import rate
 from .write import write_backup
 
@@ -84,6 +85,12 @@ def plan_backup(conn, dom, request, place):
     return result
 
 
+# The progress phases around the copy, by what is done about a running domain.
+HOLD_PHASES = dict(live=('taking the overlay', 'merging the overlay back'),
+                   shutdown=('shutting the domain down', 'starting the domain again'),
+                   suspend=('pausing the domain', 'resuming the domain'))
+
+
 def make_backup_locked(conn, dom, request, place):
     state = domain_state(dom)
     action = running_action(dom, state, request.if_running)
@@ -93,13 +100,18 @@ def make_backup_locked(conn, dom, request, place):
         hold.check()
     contents = discover(conn, dom)
     name, when = place.prepare(contents, utcnow_ms())
+    taking, giving_back = HOLD_PHASES.get(action, (None, None))
     try:
+        if taking:
+            progress().phase(taking)
         hold.take()
         # Again, now that the disks are still: the definition is the one from before the hold.
         contents = discover(conn, hold.dom, xml=contents.xml)
         pause_point('backup-held')
         backup = write_backup(contents, place.target(name, contents), when, state, request)
         # Inside the try: a signal before or during the give-back still brings the domain back.
+        if giving_back:
+            progress().phase(giving_back)
         _done, restart_error = hold.give_back()
     except BaseException as exc:
         done, restart_error = hold.give_back()
@@ -114,6 +126,8 @@ def make_backup_locked(conn, dom, request, place):
     result = started_result(contents)
     if merged:
         result['warnings'] = merged + result.get('warnings', [])
+    if request.keep or request.retention:
+        progress().phase('removing older backups')
     removed = place.retain(contents)
     result.update(backup=backup, removed=removed)
     if restart_error:

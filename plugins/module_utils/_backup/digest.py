@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import OperationFailed
 
 from .files import read_regions
+from .progress import advance
 
 # A file's digest: SHA-256 over the SHA-256 of each of its PIECE-sized pieces, in order.
 PIECE = 64 << 10
@@ -228,6 +229,7 @@ def file_digest(fd, size, regions, plain=None):
         finally:
             buffers.put(buf)
         digest.add_piece_digests(first, digests)
+        advance(len(digests) // 32 * PIECE)
 
     try:
         for first, end in data_pieces(regions):

@@ -21,7 +21,9 @@ def pause_point(point):
     the guest, SIGKILL the module) and then let it go on. Points: ``restore-commit``
     (domain undefined, first file set aside), ``backup-held`` (the domain held for the
     copy: overlays in place, paused or shut down; files about to be copied), ``backup-writing``
-    (the backup's small files written, its disks next; with a repository, restic is reading).
+    (the backup's small files written, its disks next; with a repository, restic is reading),
+    ``progress-half`` (half the bytes of a phase with a total read: copying, verifying,
+    restoring; the progress file written just before).
     """
     spec = os.environ.get(PAUSE_ENV, '')
     if not spec.startswith(point + ':'):

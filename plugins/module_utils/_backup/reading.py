@@ -18,6 +18,8 @@ from .manifest import (CHECKSUMS, MANIFEST, SMALL_LIMIT, XML_ROLES, Manifest, ch
                        load_checksums)
 from .members import member_dirs
 from .pipeline import Pipeline
+from .progress import advance
+from .progress import current as progress
 from .zstd import MAGIC
 
 
@@ -62,8 +64,9 @@ class Reading:
     for the files to write; a writer has ``write(offset, buf, count)`` and ``finish()``.
     """
 
-    def __init__(self, src, handler=None):
+    def __init__(self, src, handler=None, phase=None):
         self.src = src
+        self.phase = phase    # the progress phase this pass reports, from the manifest on (None: none)
         try:
             self.source = open_source(src)
         except BackupDamaged as exc:
@@ -120,6 +123,10 @@ class Reading:
                 expected = {entry.name: entry for entry in self.manifest.files}
                 expected_dirs = {''} | set(member_dirs(expected))
                 self.source.manifest = self.manifest
+                if self.phase:
+                    progress().phase(self.phase, total=sum(length for entry in self.manifest.files
+                                                           if entry.role not in XML_ROLES
+                                                           for _off, length in entry.regions))
                 continue
             if member.name == CHECKSUMS:
                 self.checksums = load_checksums(self._slurp(member, digest=False))
@@ -179,6 +186,7 @@ class Reading:
             raise BackupDamaged('the sparse map of %s differs from the manifest: damaged' % member.name)
         digest = ContentDigest(member.size)
         writer = self.writers.get(member.name)
+        progress().set(disk=entry.target or member.name, file=getattr(writer, 'path', None))
         for pos, buf, count in self.source.read(member, self._acquire):
             digest.update(pos, buf, count)
             if writer is not None:
@@ -186,6 +194,7 @@ class Reading:
             else:
                 self._release(buf)
             self.data_size += count
+            advance(count)
         self.digests[member.name] = digest.hexdigest()
 
     def summary(self):

@@ -197,6 +197,7 @@ class Upload:
         self.repository = repository
         self.name = name
         self.place = repository.location
+        self.path = None              # no file grows on this host: restic sends the data on
         self.tags = [TAG, DOMAIN_TAG + domain, UUID_TAG + uuid.lower(), NAME_TAG + name, SNAPSHOTS_TAG + str(snapshots)]
         self.filename = stream_name(domain)
         self.stage = self.out = self.sink = None

@@ -38,6 +38,7 @@ from .disks import (FILE_POOLS, DeviceWriter, disk_keys, entry_key, is_block, lo
 from .errors import BackupDamaged, human_size
 from .files import existing_parent, free_bytes, missing_dirs, remove_stale
 from .manifest import DISK_ROLES, FILE_ROLES, XML_ROLES, DirectoryEntry
+from .progress import current as progress
 from .reach import refuse_unreachable, restore_places
 from .reading import Reading
 from .repository import backup_source
@@ -360,7 +361,7 @@ def write_devices(src, restorer):
     """
     handler = _DeviceHandler(restorer)
     try:
-        Reading(src, handler).run()
+        Reading(src, handler, phase='writing the block devices').run()
     except OSError as exc:
         raise OperationFailed('writing the block device(s) %s failed: %s: they hold part of the backup; fix that '
                               'and restore again (nothing else was changed)'
@@ -386,7 +387,7 @@ def restore_backup(request, check_mode=False):
     with Connection(request.uri) as conn:
         restorer = Restorer(conn, request, check_mode)
         src = backup_source(request)
-        reading = Reading(src, restorer)
+        reading = Reading(src, restorer, phase='verifying' if check_mode else 'restoring')
         try:
             reading.run()
         except BaseException:
@@ -411,6 +412,7 @@ def restore_backup(request, check_mode=False):
         try:
             if restorer.devices:
                 write_devices(src, restorer)
+            progress().phase('putting the restored files in place')
             dom = Swap(conn, restorer).run()
         except BaseException:
             restorer.discard()

@@ -10,6 +10,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import Oper
 
 from .create import make_backup
 from .errors import os_error_text
+from .progress import check_interval, reporting
 from .request import backup_request, read_request
 from .restore import restore_backup
 from .verify import verify_backup
@@ -24,7 +25,9 @@ STATES = dict(
 def run(params, check_mode=False):
     """The whole of vm_backup for its module parameters."""
     derive, work, doing, way_out = STATES[params['state']]
+    check_interval(params.get('progress_interval'))
     try:
-        return work(derive(params), check_mode)
+        with reporting(params.get('progress_file'), params['state'], params.get('domain')):
+            return work(derive(params), check_mode)
     except OSError as exc:
         raise OperationFailed(os_error_text(exc, doing, way_out=way_out)) from None

@@ -28,7 +28,7 @@ def rate(size, duration):
 def verify_backup(request, check_mode=False):
     """vm_backup state=verified for a ReadRequest."""
     started = time.monotonic()
-    reading = Reading(backup_source(request)).run()
+    reading = Reading(backup_source(request), phase='verifying').run()
     check_domain(request, reading.manifest)
     duration = time.monotonic() - started
     summary = reading.summary()

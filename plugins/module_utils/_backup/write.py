@@ -22,6 +22,7 @@ from .manifest import CHECKSUMS, MANIFEST, checksums_bytes
 from .members import member_dirs
 from .names import PARTIAL, SUMS_SUFFIX
 from .pause import pause_point
+from .progress import current as progress
 
 
 def open_source_file(entry):
@@ -141,6 +142,8 @@ def write_backup(contents, target, when, state, request):
     data_size = 0
     try:
         sink = target.open(when.timestamp())
+        progress().phase('copying', total=sum(length for regions in maps for _off, length in regions),
+                         file=target.path)
         sink.add_dir('')
         digests = {MANIFEST: sink.add_bytes(MANIFEST, manifest.to_bytes())}
         digests['domain.xml'] = sink.add_bytes('domain.xml', contents.xml.encode())
@@ -152,12 +155,17 @@ def write_backup(contents, target, when, state, request):
         pause_point('backup-writing')
         for entry, regions in zip(manifest.files[1 + len(contents.snapshots):], maps):
             src = open_source_file(entry)
+            progress().set(disk=entry.target or entry.name)
             try:
                 os.posix_fadvise(src, 0, 0, os.POSIX_FADV_SEQUENTIAL)
                 digests[entry.name] = sink.add_file(entry.name, src, entry.size, regions)
                 data_size += sum(length for _off, length in regions)
             finally:
                 os.close(src)
+        progress().phase('finishing the backup (restic storing the last data)' if target.path is None
+                         else 'finishing the backup (the last data compressed and synced to disk)'
+                         if request.compression == 'zstd' else 'finishing the backup (synced to disk)',
+                         file=target.path)
         sink.add_bytes(CHECKSUMS, checksums_bytes(digests))
         size = target.commit()
     except BaseException as exc:
