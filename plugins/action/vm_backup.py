@@ -166,7 +166,8 @@ class ActionModule(ActionBase):
         if problem:
             result.update(failed=True, msg=problem + ' (nothing was done)')
             return result
-        if self._task.async_val or not interval or self._connection.has_native_async:
+        # Check mode copies nothing, and ansible-core before 2.18 refuses async in check mode.
+        if self._task.async_val or not interval or self._connection.has_native_async or self._task.check_mode:
             return merge_hash(result, self._run_plain(task_vars))
         return merge_hash(result, self._run_watched(task_vars or {}, interval))
 
