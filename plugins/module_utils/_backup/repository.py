@@ -22,7 +22,7 @@ from ansible_collections.kvm.snapshots.plugins.module_utils._libvirt import Inva
 from .archive_reader import ArchiveSource
 from .archive_writer import ArchiveSink
 from .files import set_pipe_size
-from .restic import RepositoryError, RepositoryMissing, Restic
+from .restic import NO_SNAPSHOT, RepositoryError, RepositoryMissing, Restic
 
 TAG = 'kvm.snapshots'
 DOMAIN_TAG = 'domain:'
@@ -50,6 +50,11 @@ def tag_value(snapshot, prefix):
         if tag.startswith(prefix):
             return tag[len(prefix):]
     return None
+
+
+def holds(snapshot, domain):
+    """Whether the backup ``snapshot`` is of ``domain``, given as its name or its UUID."""
+    return domain in (tag_value(snapshot, DOMAIN_TAG), tag_value(snapshot, UUID_TAG))
 
 
 def tag_number(snapshot, prefix):
@@ -98,26 +103,26 @@ class Repository:
         if src == 'latest':
             if not domain:
                 raise InvalidInput('src: latest needs domain (a name or UUID) to say whose latest backup')
-            mine = [snap for snap in self.snapshots() if domain in (tag_value(snap, DOMAIN_TAG), tag_value(snap, UUID_TAG))]
+            mine = [snap for snap in self.snapshots() if holds(snap, domain)]
             if not mine:
                 raise InvalidInput("repository %s holds no backup of domain '%s': check domain, or list the backups "
                                    "with kvm.snapshots.vm_backup_info" % (self.location, domain))
             return RepositoryBackup(self, mine[-1])
+        unknown = InvalidInput('repository %s has no snapshot %s: give an ID that kvm.snapshots.vm_backup_info '
+                               'lists, or src: latest' % (self.location, src))
         try:
             found = self.restic.json(['--no-lock', 'snapshots', src], 'looking up snapshot %s' % src)
         except RepositoryError as exc:
-            if 'no matching ID' in str(exc) or 'ambiguous' in str(exc):
-                raise InvalidInput('repository %s has no snapshot %s: give an ID that kvm.snapshots.vm_backup_info '
-                                   'lists, or src: latest' % (self.location, src)) from None
+            if any(key in str(exc) for key in NO_SNAPSHOT):
+                raise unknown from None
             raise
         if not found:
-            raise InvalidInput('repository %s has no snapshot %s: give an ID that kvm.snapshots.vm_backup_info lists, '
-                               'or src: latest' % (self.location, src))
+            raise unknown
         snap = found[0]
         if TAG not in (snap.get('tags') or []):
             raise InvalidInput('snapshot %s in repository %s was not made by kvm.snapshots.vm_backup: give the ID of '
                                'one of its backups' % (snap['short_id'], self.location))
-        if domain and domain not in (tag_value(snap, DOMAIN_TAG), tag_value(snap, UUID_TAG)):
+        if domain and not holds(snap, domain):
             raise InvalidInput("snapshot %s in repository %s holds domain '%s' (uuid %s), not '%s': check src or "
                                "domain" % (snap['short_id'], self.location, tag_value(snap, DOMAIN_TAG),
                                            tag_value(snap, UUID_TAG), domain))
